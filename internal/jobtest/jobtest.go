@@ -1,0 +1,250 @@
+// Package jobtest starts the real thing for tests: a migrated Postgres
+// database of the test's own, a fake CP on loopback, the real CP client
+// and a real River client working every kind.
+package jobtest
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/rs/zerolog"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/testdb"
+	"github.com/molecule-ai/provision-worker/jobs"
+)
+
+// Test credentials: tests assert they never reach a log line or an error.
+const (
+	OrgID        = "org-test"
+	SharedSecret = "shared-SECRET-7f3a"
+	AdminToken   = "admin-TOKEN-91bc"
+	AdminAPIKey  = "adminapi-KEY-55de"
+)
+
+// Config adjusts an Env; zero values give fast test settings.
+type Config struct {
+	Fake      cpfake.Options
+	Settings  jobs.Settings
+	Options   jobs.Options
+	CPTimeout time.Duration
+	NoStart   bool // build the worker client but do not start it
+}
+
+// Env is one test's world.
+type Env struct {
+	T       testing.TB
+	Pool    *pgxpool.Pool
+	DBURL   string
+	CP      *cpfake.Server
+	API     *cp.Client
+	Insert  *jobs.Client
+	Worker  *jobs.Client
+	Deps    *jobs.Deps
+	Metrics *obs.Metrics
+	Logs    *SafeBuffer
+}
+
+// FastSettings are retry settings that make tests take milliseconds.
+func FastSettings() jobs.Settings {
+	return jobs.Settings{
+		BackoffBase: 5 * time.Millisecond, TerminateBackoffCap: 100 * time.Millisecond,
+		ProvisionBackoffCap: 100 * time.Millisecond, ProvisionWait: 20 * time.Millisecond,
+		AuthSnooze: 50 * time.Millisecond, SnoozeCap: 200 * time.Millisecond,
+		ProvisionTimeout: 10 * time.Second, TerminateTimeout: 10 * time.Second,
+	}
+}
+
+// New builds an Env and starts its worker unless cfg.NoStart.
+func New(t testing.TB, cfg Config) *Env {
+	t.Helper()
+	pool, url := testdb.NewPool(t)
+	e := &Env{T: t, Pool: pool, DBURL: url, Logs: &SafeBuffer{}, Metrics: obs.NewMetrics()}
+	e.startCP(cfg)
+	settings := mergeSettings(FastSettings(), cfg.Settings)
+	log := zerolog.New(e.Logs).With().Timestamp().Logger()
+	e.Deps = &jobs.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings}
+	opts := cfg.Options
+	opts.FetchCooldown = firstDur(opts.FetchCooldown, 5*time.Millisecond)
+	opts.FetchPollInterval = firstDur(opts.FetchPollInterval, 20*time.Millisecond)
+	var err error
+	if e.Worker, err = jobs.NewWorkerClient(pool, e.Deps, opts); err != nil {
+		t.Fatalf("jobtest: worker client: %v", err)
+	}
+	if e.Insert, err = jobs.NewInsertClient(pool, settings); err != nil {
+		t.Fatalf("jobtest: insert client: %v", err)
+	}
+	if !cfg.NoStart {
+		e.Start()
+	}
+	return e
+}
+
+func (e *Env) startCP(cfg Config) {
+	fo := cfg.Fake
+	fo.OrgID = OrgID
+	if fo.SharedSecret == "" {
+		fo.SharedSecret, fo.AdminToken, fo.AdminAPIKey = SharedSecret, AdminToken, AdminAPIKey
+	}
+	e.CP = cpfake.Start(fo)
+	e.T.Cleanup(e.CP.Close)
+	api, err := cp.New(cp.Config{
+		BaseURL: e.CP.URL, OrgID: OrgID, SharedSecret: fo.SharedSecret, AdminToken: fo.AdminToken,
+		AdminAPIKey: fo.AdminAPIKey, Timeout: firstDur(cfg.CPTimeout, 2*time.Second),
+		OnRequest: e.Metrics.ObserveCP,
+	})
+	if err != nil {
+		e.T.Fatalf("jobtest: cp client: %v", err)
+	}
+	e.API = api
+}
+
+// Start starts the worker client and stops it when the test ends.
+func (e *Env) Start() {
+	ctx := context.Background()
+	if err := e.Worker.Start(ctx); err != nil {
+		e.T.Fatalf("jobtest: start worker: %v", err)
+	}
+	e.T.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.Worker.StopAndCancel(ctx)
+	})
+}
+
+// Tx runs fn in a transaction that commits when fn returns nil.
+func (e *Env) Tx(fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(context.Background(), e.Pool, fn)
+}
+
+// Provision requests a provision in its own transaction.
+func (e *Env) Provision(req jobs.ProvisionRequest) jobs.Result {
+	e.T.Helper()
+	var res jobs.Result
+	err := e.Tx(func(tx pgx.Tx) (err error) {
+		res, err = jobs.RequestProvision(context.Background(), tx, e.Insert, req)
+		return err
+	})
+	if err != nil {
+		e.T.Fatalf("jobtest: provision %s: %v", req.WorkspaceID, err)
+	}
+	return res
+}
+
+// Terminate requests a stop in its own transaction.
+func (e *Env) Terminate(id string) jobs.Result {
+	e.T.Helper()
+	var res jobs.Result
+	err := e.Tx(func(tx pgx.Tx) (err error) {
+		res, err = jobs.RequestTerminate(context.Background(), tx, e.Insert, jobs.TerminateRequest{WorkspaceID: id})
+		return err
+	})
+	if err != nil {
+		e.T.Fatalf("jobtest: terminate %s: %v", id, err)
+	}
+	return res
+}
+
+// Workspace reads a row.
+func (e *Env) Workspace(id string) store.Workspace {
+	e.T.Helper()
+	ws, err := store.Get(context.Background(), e.Pool, id)
+	if err != nil {
+		e.T.Fatalf("jobtest: read workspace %s: %v", id, err)
+	}
+	return ws
+}
+
+// WaitStatus waits until the row has status (see WaitFor).
+func (e *Env) WaitStatus(id, status string) store.Workspace {
+	e.T.Helper()
+	var ws store.Workspace
+	e.WaitFor("workspace "+id+" "+status, func() bool {
+		ws = e.Workspace(id)
+		return ws.Status == status
+	})
+	return ws
+}
+
+// WaitFor re-checks cond whenever the worker finishes a job (River's
+// event subscription), and on a short tick for changes made elsewhere,
+// failing the test after 30 s.
+func (e *Env) WaitFor(what string, cond func() bool) {
+	e.T.Helper()
+	events, cancel := e.Worker.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed,
+		river.EventKindJobSnoozed, river.EventKindJobCancelled)
+	defer cancel()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for !cond() {
+		select {
+		case <-events:
+		case <-tick.C:
+		case <-deadline:
+			e.T.Fatalf("jobtest: timed out waiting for %s", what)
+		}
+	}
+}
+
+// SafeBuffer is a goroutine-safe log sink.
+type SafeBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SafeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SafeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func firstDur(v, def time.Duration) time.Duration {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// mergeSettings overlays the non-zero fields of over on base.
+func mergeSettings(base, over jobs.Settings) jobs.Settings {
+	d := func(a *time.Duration, b time.Duration) {
+		if b > 0 {
+			*a = b
+		}
+	}
+	d(&base.BackoffBase, over.BackoffBase)
+	d(&base.TerminateBackoffCap, over.TerminateBackoffCap)
+	d(&base.ProvisionBackoffCap, over.ProvisionBackoffCap)
+	d(&base.SnoozeCap, over.SnoozeCap)
+	d(&base.AuthSnooze, over.AuthSnooze)
+	d(&base.ProvisionWait, over.ProvisionWait)
+	d(&base.ProvisionTimeout, over.ProvisionTimeout)
+	d(&base.TerminateTimeout, over.TerminateTimeout)
+	if over.TerminateMaxAttempts > 0 {
+		base.TerminateMaxAttempts = over.TerminateMaxAttempts
+	}
+	if over.ProvisionMaxAttempts > 0 {
+		base.ProvisionMaxAttempts = over.ProvisionMaxAttempts
+	}
+	if over.MaxSnoozes > 0 {
+		base.MaxSnoozes = over.MaxSnoozes
+	}
+	base.RefuseAmbiguousWithoutList = over.RefuseAmbiguousWithoutList
+	return base
+}

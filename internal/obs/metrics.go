@@ -1,0 +1,83 @@
+package obs
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the worker's own series. River exposes no queue metrics, so
+// the worker counts job outcomes and CP calls itself; database-side gauges
+// (jobs by state, oldest available, workspaces by status) are read on an
+// interval by a collector registered beside these.
+type Metrics struct {
+	Registry          *prometheus.Registry
+	JobsTotal         *prometheus.CounterVec   // kind, outcome
+	CPRequests        *prometheus.CounterVec   // route, code
+	CPLatency         *prometheus.HistogramVec // route
+	TerminateRetries  prometheus.Counter
+	OrphansFound      *prometheus.CounterVec // class
+	OrphansEnqueued   prometheus.Counter
+	OrphansTerminated prometheus.Counter
+	SweepsTotal       *prometheus.CounterVec // result
+	SweepDuration     prometheus.Histogram
+}
+
+// NewMetrics registers the series on a fresh registry (plus Go and process
+// collectors), so tests can build many without clashing.
+func NewMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		JobsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisioner_jobs_total", Help: "Jobs worked, by kind and outcome (completed, retried, snoozed, cancelled, discarded).",
+		}, []string{"kind", "outcome"}),
+		CPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisioner_cp_requests_total", Help: "Control-plane requests by route and status class (2xx, 4xx, 5xx, error).",
+		}, []string{"route", "code"}),
+		CPLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "provisioner_cp_request_duration_seconds", Help: "Control-plane request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+		}, []string{"route"}),
+		TerminateRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisioner_terminate_retries_total", Help: "Terminate attempts that failed and will be retried.",
+		}),
+		OrphansFound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisioner_orphans_found_total", Help: "Orphans found by the sweep, by class.",
+		}, []string{"class"}),
+		OrphansEnqueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisioner_orphans_enqueued_total", Help: "Terminate jobs the sweep enqueued or re-drove.",
+		}),
+		OrphansTerminated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisioner_orphans_terminated_total", Help: "Stray instances terminated by instance_terminate jobs.",
+		}),
+		SweepsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisioner_sweeps_total", Help: "Orphan sweeps by result (ok, breaker_open, cp_unknown, error).",
+		}, []string{"result"}),
+		SweepDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "provisioner_sweep_duration_seconds", Help: "Orphan sweep duration.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+		}),
+	}
+	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.OrphansFound,
+		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveCP is the cp.Config.OnRequest hook: status 0 means no answer.
+func (m *Metrics) ObserveCP(route string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.CPRequests.WithLabelValues(route, codeClass(status)).Inc()
+	m.CPLatency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func codeClass(status int) string {
+	if status == 0 {
+		return "error"
+	}
+	return strconv.Itoa(status/100) + "xx"
+}

@@ -1,0 +1,86 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Event is one line of a workspace's timeline. Fields hold ids, states and
+// CP messages; never env values or credentials.
+type Event struct {
+	WorkspaceID string
+	Event       string
+	JobID       int64 // 0 when no job
+	Attempt     int   // 0 when no job
+	Actor       string
+	Fields      map[string]any
+	At          time.Time // set on read
+}
+
+// AppendEvent writes ev in tx, the same transaction as the state change it
+// describes, so the timeline never shows a change that rolled back.
+func AppendEvent(ctx context.Context, db DB, ev Event) error {
+	fields := ev.Fields
+	if fields == nil {
+		fields = map[string]any{}
+	}
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return fmt.Errorf("store: encode event fields: %w", err)
+	}
+	var jobID *int64
+	var attempt *int
+	if ev.JobID != 0 {
+		jobID, attempt = &ev.JobID, &ev.Attempt
+	}
+	_, err = db.Exec(ctx, `
+		INSERT INTO workspace_events (workspace_id, event, job_id, attempt, actor, fields)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		ev.WorkspaceID, ev.Event, jobID, attempt, ev.Actor, b)
+	if err != nil {
+		return fmt.Errorf("store: append event %s: %w", ev.Event, err)
+	}
+	return nil
+}
+
+// Events reads a workspace's timeline in time order.
+func Events(ctx context.Context, db DB, workspaceID string) ([]Event, error) {
+	rows, err := db.Query(ctx, `
+		SELECT event, coalesce(job_id, 0), coalesce(attempt, 0), actor, fields, at
+		FROM workspace_events WHERE workspace_id = $1 ORDER BY at, id`, workspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("store: read events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		ev := Event{WorkspaceID: workspaceID}
+		var b []byte
+		if err := rows.Scan(&ev.Event, &ev.JobID, &ev.Attempt, &ev.Actor, &b, &ev.At); err != nil {
+			return nil, fmt.Errorf("store: scan event: %w", err)
+		}
+		if err := json.Unmarshal(b, &ev.Fields); err != nil {
+			return nil, fmt.Errorf("store: decode event fields: %w", err)
+		}
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read events: %w", err)
+	}
+	return out, nil
+}
+
+// PruneEvents deletes timeline lines older than the retention period, in
+// bounded batches so a large backlog never holds a long lock.
+func PruneEvents(ctx context.Context, db DB, olderThan time.Duration, batch int) (int64, error) {
+	tag, err := db.Exec(ctx, `
+		DELETE FROM workspace_events WHERE id IN (
+			SELECT id FROM workspace_events WHERE at < now() - $1::interval ORDER BY at LIMIT $2)`,
+		fmt.Sprintf("%d milliseconds", olderThan.Milliseconds()), batch)
+	if err != nil {
+		return 0, fmt.Errorf("store: prune events: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

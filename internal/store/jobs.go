@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// JobRef is the part of a River job row the state machine decides on.
+type JobRef struct {
+	ID      int64
+	Kind    string
+	State   string
+	Attempt int
+}
+
+// liveJobStates are the River states in which a job may still run.
+const liveJobStates = `('available', 'pending', 'running', 'retryable', 'scheduled')`
+
+// LiveJobs lists a workspace's jobs of kind that may still run. It matches
+// args with @> so River's GIN index on args serves it.
+func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
+	return queryJobs(ctx, db, `
+		SELECT id, kind, state::text, attempt FROM river_job
+		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
+			AND state IN `+liveJobStates+` ORDER BY id`, kind, workspaceID)
+}
+
+// LiveInstanceTerminates lists live instance_terminate jobs for one
+// instance: an instance condemned as an orphan must not be adopted or
+// recorded by a provision, whichever commits first.
+func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
+	return queryJobs(ctx, db, `
+		SELECT id, kind, state::text, attempt FROM river_job
+		WHERE kind = 'instance_terminate' AND args @> jsonb_build_object('instance_id', $1::text)
+			AND state IN `+liveJobStates+` ORDER BY id`, instanceID)
+}
+
+// JobsForWorkspace lists every job of a workspace, any state (timeline).
+func JobsForWorkspace(ctx context.Context, db DB, workspaceID string) ([]JobRef, error) {
+	return queryJobs(ctx, db, `
+		SELECT id, kind, state::text, attempt FROM river_job
+		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, workspaceID)
+}
+
+func queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, error) {
+	rows, err := db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: query jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []JobRef
+	for rows.Next() {
+		var j JobRef
+		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &j.Attempt); err != nil {
+			return nil, fmt.Errorf("store: scan job: %w", err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: query jobs: %w", err)
+	}
+	return out, nil
+}

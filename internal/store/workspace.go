@@ -1,0 +1,274 @@
+// Package store owns every SQL statement the worker runs against the
+// project's tables (and the few reads of River's job table the state
+// machine needs). Workers call named functions so the state machine reads
+// as Go and every query is in one place to review.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Statuses of a workspace row (design.md's state machine).
+const (
+	StatusProvisioning = "provisioning"
+	StatusRunning      = "running"
+	StatusStopping     = "stopping"
+	StatusStopped      = "stopped"
+	StatusRemoved      = "removed"
+	StatusFailed       = "failed"
+)
+
+// Desired states: what the latest request asked for.
+const (
+	DesiredRunning = "running"
+	DesiredStopped = "stopped"
+	DesiredDeleted = "deleted"
+)
+
+// ErrNotFound is returned when no workspace row has the id.
+var ErrNotFound = errors.New("store: workspace not found")
+
+// DB is what both a pool and a transaction offer; reads take either.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Workspace is one row of the workspaces table.
+type Workspace struct {
+	ID              string
+	Status          string
+	Desired         string
+	InstanceID      string // "" until the CP answers
+	Generation      int64
+	Nonce           string
+	Runtime         string
+	Tier            int
+	PlatformURL     string
+	LastError       string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	StatusChangedAt time.Time
+}
+
+const workspaceColumns = `id::text, status, desired_state, coalesce(instance_id, ''), generation,
+	provision_nonce, runtime, tier, platform_url, coalesce(last_error, ''), created_at, updated_at, status_changed_at`
+
+func scanWorkspace(row pgx.Row) (Workspace, error) {
+	var w Workspace
+	err := row.Scan(&w.ID, &w.Status, &w.Desired, &w.InstanceID, &w.Generation, &w.Nonce,
+		&w.Runtime, &w.Tier, &w.PlatformURL, &w.LastError, &w.CreatedAt, &w.UpdatedAt, &w.StatusChangedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Workspace{}, ErrNotFound
+	}
+	if err != nil {
+		return Workspace{}, fmt.Errorf("store: scan workspace: %w", err)
+	}
+	return w, nil
+}
+
+// Get reads a workspace without locking it (workers read before a CP call
+// and decide again under the lock afterwards).
+func Get(ctx context.Context, db DB, id string) (Workspace, error) {
+	return scanWorkspace(db.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1`, id))
+}
+
+// Lock reads a workspace under FOR UPDATE. Every transition takes this
+// lock first, so recording an instance, adopting one and condemning one as
+// an orphan are serialised per workspace.
+func Lock(ctx context.Context, tx pgx.Tx, id string) (Workspace, error) {
+	return scanWorkspace(tx.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1 FOR UPDATE`, id))
+}
+
+// NewNonce mints the random token of a generation. It makes the provision
+// job's unique key differ from any job left over from a restored database
+// or a deleted-and-recreated row that reached the same generation number.
+func NewNonce() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Create inserts a new row at generation 1 in status provisioning. It
+// reports false when the row already exists (a concurrent request won).
+func Create(ctx context.Context, tx pgx.Tx, w Workspace) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO workspaces (id, status, desired_state, generation, provision_nonce, runtime, tier, platform_url)
+		VALUES ($1, 'provisioning', 'running', 1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO NOTHING`,
+		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL)
+	if err != nil {
+		return false, fmt.Errorf("store: create workspace: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Spec is the frozen request of a generation: what the CP is asked to run.
+type Spec struct {
+	Runtime     string
+	Tier        int
+	PlatformURL string
+}
+
+// StartGeneration bumps the generation of a row that is stopped, removed,
+// failed (without an instance) or stopping (a restart's terminate
+// completing), and moves it to provisioning with a fresh nonce and no
+// instance. spec, when non-nil, replaces the frozen request.
+func StartGeneration(ctx context.Context, tx pgx.Tx, id string, fromGen int64, nonce string, spec *Spec) (Workspace, error) {
+	var runtime, platformURL *string
+	var tier *int
+	if spec != nil {
+		runtime, tier, platformURL = &spec.Runtime, &spec.Tier, &spec.PlatformURL
+	}
+	return scanWorkspace(tx.QueryRow(ctx, `
+		UPDATE workspaces SET
+			generation = generation + 1, provision_nonce = $3, status = 'provisioning',
+			desired_state = 'running', instance_id = NULL, last_error = NULL,
+			runtime = coalesce($4, runtime), tier = coalesce($5, tier),
+			platform_url = coalesce($6, platform_url),
+			updated_at = now(), status_changed_at = now()
+		WHERE id = $1 AND generation = $2 AND instance_id IS NULL
+		RETURNING `+workspaceColumns,
+		id, fromGen, nonce, runtime, tier, platformURL))
+}
+
+// SetEnv stores the env map beside the row. It is read by the worker at
+// call time and never copied into job args, events or logs.
+func SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) error {
+	if env == nil {
+		env = map[string]string{}
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("store: encode env: %w", err)
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO workspace_env (workspace_id, env) VALUES ($1, $2)
+		ON CONFLICT (workspace_id) DO UPDATE SET env = excluded.env`, id, b)
+	if err != nil {
+		return fmt.Errorf("store: set env: %w", err)
+	}
+	return nil
+}
+
+// Env reads the env map of a workspace (empty when none was stored).
+func Env(ctx context.Context, db DB, id string) (map[string]string, error) {
+	var b []byte
+	err := db.QueryRow(ctx, `SELECT env FROM workspace_env WHERE workspace_id = $1`, id).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read env: %w", err)
+	}
+	env := map[string]string{}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, fmt.Errorf("store: decode env: %w", err)
+	}
+	return env, nil
+}
+
+// RecordInstance moves a provisioning row of generation gen to running
+// with the instance the CP launched. It never overwrites a recorded id:
+// it reports false when the row moved on, so the caller hands the
+// instance to an instance_terminate job instead (invariant 0).
+func RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen int64, instanceID string) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE workspaces SET instance_id = $3, status = 'running', last_error = NULL,
+			updated_at = now(), status_changed_at = now()
+		WHERE id = $1 AND generation = $2 AND status = 'provisioning' AND instance_id IS NULL`,
+		id, gen, instanceID)
+	if err != nil {
+		return false, fmt.Errorf("store: record instance: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// MarkFailed moves a row of generation gen from status from to failed,
+// keeping any recorded instance id so a later terminate can still find it.
+func MarkFailed(ctx context.Context, tx pgx.Tx, id string, gen int64, from, reason string) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE workspaces SET status = 'failed', last_error = $4, updated_at = now(), status_changed_at = now()
+		WHERE id = $1 AND generation = $2 AND status = $3`,
+		id, gen, from, reason)
+	if err != nil {
+		return false, fmt.Errorf("store: mark failed: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// MarkStopping moves a row to stopping with the given desired state.
+func MarkStopping(ctx context.Context, tx pgx.Tx, id, desired string) error {
+	_, err := tx.Exec(ctx, `
+		UPDATE workspaces SET status = 'stopping', desired_state = $2, updated_at = now(),
+			status_changed_at = CASE WHEN status = 'stopping' THEN status_changed_at ELSE now() END
+		WHERE id = $1`, id, desired)
+	if err != nil {
+		return fmt.Errorf("store: mark stopping: %w", err)
+	}
+	return nil
+}
+
+// SetDesired records what the latest request asked for without changing
+// the status (a stop arriving while one is already under way).
+func SetDesired(ctx context.Context, tx pgx.Tx, id, desired string) error {
+	if _, err := tx.Exec(ctx, `UPDATE workspaces SET desired_state = $2, updated_at = now() WHERE id = $1`, id, desired); err != nil {
+		return fmt.Errorf("store: set desired: %w", err)
+	}
+	return nil
+}
+
+// MarkStopped finishes a stop: a stopping row whose instance is confirmed
+// gone becomes stopped (or removed when it was deleted) with no instance.
+// instanceID is the id the terminate confirmed gone ("" when none was
+// recorded); the update is conditional on it so a row that changed under
+// the job is left alone.
+func MarkStopped(ctx context.Context, tx pgx.Tx, id, instanceID string) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE workspaces SET
+			status = CASE WHEN desired_state = 'deleted' THEN 'removed' ELSE 'stopped' END,
+			instance_id = NULL, last_error = NULL, updated_at = now(), status_changed_at = now()
+		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2`,
+		id, instanceID)
+	if err != nil {
+		return false, fmt.Errorf("store: mark stopped: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// MarkStoppedNoInstance stops a failed row that never got an instance:
+// nothing runs, so no CP call is needed.
+func MarkStoppedNoInstance(ctx context.Context, tx pgx.Tx, id, desired string) error {
+	_, err := tx.Exec(ctx, `
+		UPDATE workspaces SET desired_state = $2,
+			status = CASE WHEN $2 = 'deleted' THEN 'removed' ELSE 'stopped' END,
+			updated_at = now(), status_changed_at = now()
+		WHERE id = $1 AND instance_id IS NULL`, id, desired)
+	if err != nil {
+		return fmt.Errorf("store: mark stopped: %w", err)
+	}
+	return nil
+}
+
+// ClearInstanceForStop drops the recorded id of a stopping row once the
+// CP confirmed it gone, keeping the row in stopping (used before starting
+// the next generation of a restart).
+func ClearInstanceForStop(ctx context.Context, tx pgx.Tx, id, instanceID string) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE workspaces SET instance_id = NULL, updated_at = now()
+		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2`, id, instanceID)
+	if err != nil {
+		return false, fmt.Errorf("store: clear instance: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -1,0 +1,167 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/rs/zerolog"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// Deps is what the workers share.
+type Deps struct {
+	Pool     *pgxpool.Pool
+	CP       cp.API
+	Log      zerolog.Logger
+	Metrics  *obs.Metrics // nil: no metrics
+	Settings Settings
+}
+
+// ErrNotCompleted is returned when JobCompleteTx found the job no longer
+// running (rescued, cancelled, or completed by a twin): River then returns
+// the job unchanged and no error, so without this check the row update
+// would commit for a job that did not complete (invariant 3).
+var ErrNotCompleted = errors.New("jobs: job is no longer running; its row change was rolled back")
+
+// actorWorker marks timeline lines written by a worker.
+const actorWorker = "worker"
+
+// timeline collects the events of one transaction: each is written to
+// workspace_events inside it, and logged only after it commits, so
+// neither the table nor the log shows a change that rolled back.
+type timeline struct {
+	lines []timelineLine
+}
+
+type timelineLine struct {
+	level zerolog.Level
+	ev    store.Event
+	inst  string
+}
+
+// add writes ev in tx and queues its log line.
+func (t *timeline) add(ctx context.Context, tx store.DB, level zerolog.Level, ev store.Event) error {
+	if ev.Actor == "" {
+		ev.Actor = actorWorker
+	}
+	if err := store.AppendEvent(ctx, tx, ev); err != nil {
+		return err
+	}
+	inst, _ := ev.Fields["instance_id"].(string)
+	t.lines = append(t.lines, timelineLine{level: level, ev: ev, inst: inst})
+	return nil
+}
+
+// log writes the queued lines; call it after the commit.
+func (t *timeline) log(l zerolog.Logger) {
+	for _, line := range t.lines {
+		extra := map[string]any{}
+		for k, v := range line.ev.Fields {
+			if k != "instance_id" {
+				extra[k] = v
+			}
+		}
+		obs.Event(l, line.level, line.ev.Event, obs.Fields{
+			WorkspaceID: line.ev.WorkspaceID, InstanceID: line.inst,
+			JobID: line.ev.JobID, Attempt: line.ev.Attempt, Extra: extra,
+		})
+	}
+}
+
+// jobEvent builds an event for job's workspace.
+func jobEvent(job *rivertype.JobRow, workspaceID, name string, fields map[string]any) store.Event {
+	return store.Event{WorkspaceID: workspaceID, Event: name, JobID: job.ID, Attempt: job.Attempt, Fields: fields}
+}
+
+// note writes one event outside any state change (e.g. provision.start)
+// and logs it.
+func (d *Deps) note(ctx context.Context, level zerolog.Level, ev store.Event) error {
+	var t timeline
+	if err := t.add(ctx, d.Pool, level, ev); err != nil {
+		return err
+	}
+	t.log(d.Log)
+	return nil
+}
+
+// complete runs change and completes job in one transaction, and rolls it
+// all back unless River really moved the job to completed (invariant 3).
+// No CP call may happen inside change (invariant 7).
+func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], change func(pgx.Tx, *timeline) error) error {
+	var t timeline
+	err := pgx.BeginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
+		if err := change(tx, &t); err != nil {
+			return err
+		}
+		done, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		if err != nil {
+			return fmt.Errorf("complete job %d: %w", job.ID, err)
+		}
+		if done.State != rivertype.JobStateCompleted {
+			return fmt.Errorf("%w (state %s)", ErrNotCompleted, done.State)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	t.log(d.Log)
+	return nil
+}
+
+// snoozes reads River's own count of this job's snoozes from its metadata.
+func snoozes(job *rivertype.JobRow) int {
+	var m struct {
+		Snoozes int `json:"snoozes"`
+	}
+	_ = json.Unmarshal(job.Metadata, &m)
+	return m.Snoozes
+}
+
+// waitOrFail snoozes job for d while its snooze budget lasts, and
+// otherwise returns err so the attempt is spent and the backoff applies:
+// snoozes are bounded (invariant 6).
+func (d *Deps) waitOrFail(job *rivertype.JobRow, wait time.Duration, err error) error {
+	if snoozes(job) >= d.Settings.MaxSnoozes {
+		return err
+	}
+	return river.JobSnooze(min(wait, d.Settings.SnoozeCap))
+}
+
+// cpRetry decides how a failed CP call is retried. Shutdown's cancel is
+// passed through unchanged so River requeues without spending an attempt
+// (invariant 7); Retry-After and 401/403 become bounded snoozes; anything
+// else spends an attempt under the kind's backoff.
+func (d *Deps) cpRetry(job *rivertype.JobRow, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case cp.RetryAfter(err) > 0:
+		return d.waitOrFail(job, cp.RetryAfter(err), err)
+	case cp.IsAuth(err):
+		// Loud on purpose: rotated or missing credentials stop every
+		// provision and every stop until someone fixes them.
+		d.Log.Error().Str("evt", "cp.auth_failed").Int64("job_id", job.ID).Str("kind", job.Kind).
+			Err(err).Msg("CP rejected our credentials; retrying slowly")
+		return d.waitOrFail(job, d.Settings.AuthSnooze, err)
+	}
+	return err
+}
+
+// countOutcome feeds provisioner_jobs_total.
+func (d *Deps) countOutcome(kind, outcome string) {
+	if d.Metrics != nil {
+		d.Metrics.JobsTotal.WithLabelValues(kind, outcome).Inc()
+	}
+}

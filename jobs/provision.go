@@ -1,0 +1,202 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/rs/zerolog"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// ProvisionWorker launches (or adopts) the instance of one generation and
+// records it. It upholds invariant 0 (every instance id the CP hands us
+// is recorded or handed to an instance_terminate in the completing
+// transaction), 3 (completion and row change commit together) and 4 (a
+// job whose row moved on makes no CP call).
+type ProvisionWorker struct {
+	river.WorkerDefaults[ProvisionArgs]
+	deps *Deps
+}
+
+// Timeout outlives the CP client's timeout (invariant 7).
+func (w *ProvisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration {
+	return w.deps.Settings.ProvisionTimeout
+}
+
+// NextRetry is capped, jittered exponential backoff.
+func (w *ProvisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
+	s := w.deps.Settings
+	return time.Now().Add(backoff(job.Attempt, s.BackoffBase, s.ProvisionBackoffCap))
+}
+
+// Work runs one attempt.
+func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
+	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !provisionPending(ws, job.Args)) {
+		w.skip(job, ws)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := w.deps.note(ctx, zerolog.InfoLevel, jobEvent(job.JobRow, ws.ID, obs.EvProvisionStart,
+		map[string]any{"generation": ws.Generation})); err != nil {
+		return err
+	}
+	inst, adopted, err := w.launch(ctx, job, ws)
+	if err != nil {
+		return w.failed(ctx, job, ws, err)
+	}
+	return w.record(ctx, job, inst, adopted)
+}
+
+// provisionPending: the row still waits for this job's generation.
+func provisionPending(ws store.Workspace, a ProvisionArgs) bool {
+	return ws.Generation == a.Generation && ws.Nonce == a.Nonce &&
+		ws.Status == store.StatusProvisioning && ws.InstanceID == ""
+}
+
+func (w *ProvisionWorker) skip(job *river.Job[ProvisionArgs], ws store.Workspace) {
+	obs.Event(w.deps.Log, zerolog.InfoLevel, obs.EvProvisionSkip, obs.Fields{
+		WorkspaceID: job.Args.WorkspaceID, InstanceID: ws.InstanceID, JobID: job.ID, Attempt: job.Attempt,
+		Extra: map[string]any{"generation": job.Args.Generation, "row_generation": ws.Generation, "status": ws.Status},
+	})
+}
+
+// launch adopts a live instance when this is a retry (the previous
+// attempt may have launched one whose answer was lost), else asks the CP
+// to launch with the generation's frozen request and idempotency key.
+func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace) (cp.Instance, bool, error) {
+	if job.Attempt > 1 {
+		inst, found, err := w.adoptable(ctx, ws.ID)
+		switch {
+		case errors.Is(err, cp.ErrListUnsupported):
+			if w.deps.Settings.RefuseAmbiguousWithoutList {
+				return cp.Instance{}, false, errRefuseAmbiguous
+			}
+		case err != nil:
+			// Unknown is not empty: launching now could duplicate.
+			return cp.Instance{}, false, fmt.Errorf("list before retrying provision: %w", err)
+		case found:
+			return inst, true, nil
+		}
+	}
+	env, err := store.Env(ctx, w.deps.Pool, ws.ID)
+	if err != nil {
+		return cp.Instance{}, false, err
+	}
+	inst, err := w.deps.CP.Start(ctx, cp.ProvisionRequest{
+		WorkspaceID: ws.ID, Runtime: ws.Runtime, Tier: ws.Tier, PlatformURL: ws.PlatformURL, Env: env,
+		IdempotencyKey: fmt.Sprintf("%s:%d", ws.ID, ws.Generation),
+	})
+	if err != nil {
+		return cp.Instance{}, false, err
+	}
+	if !inst.Live() {
+		return cp.Instance{}, false, fmt.Errorf("cp: provision answered instance %s in state %q", inst.InstanceID, inst.State)
+	}
+	return inst, false, nil
+}
+
+var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list endpoint to adopt from, and launching again could leak a duplicate")
+
+// adoptable finds a live instance of the workspace that no
+// instance_terminate has condemned.
+func (w *ProvisionWorker) adoptable(ctx context.Context, workspaceID string) (cp.Instance, bool, error) {
+	var found cp.Instance
+	err := eachLive(ctx, w.deps.CP, workspaceID, func(inst cp.Instance) (bool, error) {
+		condemned, err := store.LiveInstanceTerminates(ctx, w.deps.Pool, inst.InstanceID)
+		if err != nil || len(condemned) > 0 {
+			return false, err
+		}
+		found = inst
+		return true, nil
+	})
+	return found, found.InstanceID != "", err
+}
+
+// record commits the instance to its row, or, when the row moved on (a
+// stop arrived, a newer generation began, another instance was recorded),
+// hands it to an instance_terminate job, all in the completing
+// transaction (invariants 0 and 3).
+func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
+	a := job.Args
+	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
+		cur, err := store.Lock(ctx, tx, a.WorkspaceID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if cur.InstanceID == inst.InstanceID {
+			return nil // already ours (a twin attempt recorded it)
+		}
+		condemned, err := store.LiveInstanceTerminates(ctx, tx, inst.InstanceID)
+		if err != nil {
+			return err
+		}
+		recorded := false
+		if len(condemned) == 0 && cur.Nonce == a.Nonce {
+			if recorded, err = store.RecordInstance(ctx, tx, a.WorkspaceID, a.Generation, inst.InstanceID); err != nil {
+				return err
+			}
+		}
+		if !recorded {
+			return w.handOff(ctx, tx, t, job, cur, inst)
+		}
+		name := obs.EvProvisionStarted
+		if adopted {
+			name = obs.EvProvisionAdopted
+		}
+		return t.add(ctx, tx, zerolog.InfoLevel, jobEvent(job.JobRow, a.WorkspaceID, name, map[string]any{
+			"instance_id": inst.InstanceID, "state": inst.State, "generation": a.Generation}))
+	})
+}
+
+// handOff gives an instance the row cannot hold to instance_terminate.
+func (w *ProvisionWorker) handOff(ctx context.Context, tx pgx.Tx, t *timeline, job *river.Job[ProvisionArgs], cur store.Workspace, inst cp.Instance) error {
+	client := river.ClientFromContext[pgx.Tx](ctx)
+	if _, err := client.InsertTx(ctx, tx, InstanceTerminateArgs{WorkspaceID: job.Args.WorkspaceID, InstanceID: inst.InstanceID}, nil); err != nil {
+		return fmt.Errorf("insert instance_terminate: %w", err)
+	}
+	return t.add(ctx, tx, zerolog.WarnLevel, jobEvent(job.JobRow, job.Args.WorkspaceID, obs.EvProvisionStray, map[string]any{
+		"instance_id": inst.InstanceID, "generation": job.Args.Generation,
+		"row_generation": cur.Generation, "row_status": cur.Status}))
+}
+
+// failed decides what a failed attempt means. A permanent CP answer (400,
+// 422: the frozen request will never succeed) or the last attempt marks
+// the row failed with the CP's message; anything else is retried.
+func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace, cause error) error {
+	if errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	permanent := cp.IsPermanent(cause) || errors.Is(cause, errRefuseAmbiguous)
+	if !permanent && job.Attempt < job.MaxAttempts {
+		obs.Event(w.deps.Log, zerolog.WarnLevel, obs.EvProvisionRetry, obs.Fields{
+			WorkspaceID: ws.ID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
+		return w.deps.cpRetry(job.JobRow, cause)
+	}
+	var t timeline
+	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
+		ok, err := store.MarkFailed(ctx, tx, ws.ID, ws.Generation, store.StatusProvisioning, cause.Error())
+		if err != nil || !ok {
+			return err
+		}
+		return t.add(ctx, tx, zerolog.ErrorLevel, jobEvent(job.JobRow, ws.ID, obs.EvProvisionFailed,
+			map[string]any{"error": cause.Error(), "generation": ws.Generation, "permanent": permanent}))
+	})
+	if err != nil {
+		return fmt.Errorf("mark failed after %v: %w", cause, err)
+	}
+	t.log(w.deps.Log)
+	if permanent {
+		return river.JobCancel(cause)
+	}
+	return cause
+}

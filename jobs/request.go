@@ -1,0 +1,268 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// Client is the River client handlers enqueue through.
+type Client = river.Client[pgx.Tx]
+
+// NewInsertClient builds a River client that only inserts (no queues, no
+// workers): for request handlers and the enqueue CLI. settings set the
+// attempt budgets of the jobs it inserts.
+func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
+	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Hooks:  []rivertype.Hook{&budgetHook{settings: settings.withDefaults()}},
+		Logger: quietLogger(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client: %w", err)
+	}
+	return c, nil
+}
+
+// Actions a request can take, reported in Result.Action.
+const (
+	ActionCreated        = "created"         // new row, generation 1, provision job
+	ActionNextGeneration = "next_generation" // generation+1, provision job
+	ActionNoop           = "noop"            // nothing to change
+	ActionStopping       = "stopping"        // row to stopping, terminate job
+	ActionAfterStop      = "after_stop"      // desired updated; the running stop finishes it
+	ActionStopped        = "stopped"         // no instance: stopped without a CP call
+)
+
+// Result says what a request did.
+type Result struct {
+	Action    string            `json:"action"`
+	Workspace store.Workspace   `json:"-"`
+	Job       *rivertype.JobRow `json:"-"` // the job inserted, or the live one that already carries it; nil if none
+}
+
+// ProvisionRequest asks for a workspace to run. On an existing row's next
+// generation, empty Runtime/PlatformURL, zero Tier and nil Env keep the
+// previous generation's values.
+type ProvisionRequest struct {
+	WorkspaceID string
+	Runtime     string
+	Tier        int
+	PlatformURL string
+	Env         map[string]string // may hold secrets: stored beside the row, never in args
+	Actor       string            // who asked, for the timeline
+}
+
+// RequestProvision makes the workspace run, following design.md's table,
+// inside the caller's transaction: the row change and its job commit
+// together or not at all (invariant 1). After an insert error the
+// transaction is broken (River no longer wraps InsertTx in a savepoint):
+// roll it back.
+func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req ProvisionRequest) (Result, error) {
+	if err := req.validate(); err != nil {
+		return Result{}, err
+	}
+	ws, err := store.Lock(ctx, tx, req.WorkspaceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return createWorkspace(ctx, tx, client, req)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	switch {
+	case ws.Status == store.StatusProvisioning:
+		job, err := liveJob(ctx, tx, client, KindProvision, ws.ID)
+		return Result{Action: ActionNoop, Workspace: ws, Job: job}, err
+	case ws.Status == store.StatusRunning:
+		return Result{Action: ActionNoop, Workspace: ws}, nil
+	case ws.Status == store.StatusStopping:
+		// The terminate's completion starts the next generation.
+		return afterStop(ctx, tx, client, ws, store.DesiredRunning)
+	case ws.Status == store.StatusFailed && ws.InstanceID != "":
+		// Terminate first: a provision never overwrites a recorded id.
+		return beginStop(ctx, tx, client, ws, store.DesiredRunning, req.Actor)
+	}
+	return nextGeneration(ctx, tx, client, ws, req)
+}
+
+func createWorkspace(ctx context.Context, tx pgx.Tx, client *Client, req ProvisionRequest) (Result, error) {
+	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
+	created, err := store.Create(ctx, tx, w)
+	if err != nil {
+		return Result{}, err
+	}
+	if !created {
+		// A concurrent request created it first; decide again under its lock.
+		return RequestProvision(ctx, tx, client, req)
+	}
+	ws, err := store.Lock(ctx, tx, req.WorkspaceID)
+	if err != nil {
+		return Result{}, err
+	}
+	return enqueueProvision(ctx, tx, client, ws, req, ActionCreated)
+}
+
+func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest) (Result, error) {
+	spec := store.Spec{Runtime: ws.Runtime, Tier: ws.Tier, PlatformURL: ws.PlatformURL}
+	if req.Runtime != "" {
+		spec.Runtime = req.Runtime
+	}
+	if req.Tier != 0 {
+		spec.Tier = req.Tier
+	}
+	if req.PlatformURL != "" {
+		spec.PlatformURL = req.PlatformURL
+	}
+	next, err := store.StartGeneration(ctx, tx, ws.ID, ws.Generation, store.NewNonce(), &spec)
+	if err != nil {
+		return Result{}, err
+	}
+	return enqueueProvision(ctx, tx, client, next, req, ActionNextGeneration)
+}
+
+func enqueueProvision(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest, action string) (Result, error) {
+	if req.Env != nil || action == ActionCreated {
+		if err := store.SetEnv(ctx, tx, ws.ID, req.Env); err != nil {
+			return Result{}, err
+		}
+	}
+	res, err := client.InsertTx(ctx, tx, ProvisionArgs{WorkspaceID: ws.ID, Generation: ws.Generation, Nonce: ws.Nonce}, nil)
+	if err != nil {
+		return Result{}, fmt.Errorf("insert provision job: %w", err)
+	}
+	err = store.AppendEvent(ctx, tx, store.Event{
+		WorkspaceID: ws.ID, Event: obs.EvProvisionRequested, Actor: actorOr(req.Actor),
+		JobID: res.Job.ID, Fields: map[string]any{"generation": ws.Generation, "action": action},
+	})
+	return Result{Action: action, Workspace: ws, Job: res.Job}, err
+}
+
+// TerminateRequest asks for a workspace to stop (or, with Delete, to be
+// removed).
+type TerminateRequest struct {
+	WorkspaceID string
+	Delete      bool
+	Actor       string
+}
+
+// RequestTerminate stops the workspace inside the caller's transaction
+// (invariant 1). It returns ErrUnknownWorkspace when there is no row.
+func RequestTerminate(ctx context.Context, tx pgx.Tx, client *Client, req TerminateRequest) (Result, error) {
+	desired := store.DesiredStopped
+	if req.Delete {
+		desired = store.DesiredDeleted
+	}
+	return requestStop(ctx, tx, client, req.WorkspaceID, desired, req.Actor)
+}
+
+// RequestRestart is a terminate whose completion starts the next
+// generation; a workspace with nothing running is simply provisioned.
+func RequestRestart(ctx context.Context, tx pgx.Tx, client *Client, workspaceID, actor string) (Result, error) {
+	return requestStop(ctx, tx, client, workspaceID, store.DesiredRunning, actor)
+}
+
+func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, actor string) (Result, error) {
+	if err := validateWorkspaceID(id); err != nil {
+		return Result{}, err
+	}
+	ws, err := store.Lock(ctx, tx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return Result{}, fmt.Errorf("%w %s", ErrUnknownWorkspace, id)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	restart := desired == store.DesiredRunning
+	switch ws.Status {
+	case store.StatusProvisioning, store.StatusRunning:
+		return beginStop(ctx, tx, client, ws, desired, actor)
+	case store.StatusStopping:
+		return afterStop(ctx, tx, client, ws, desired)
+	case store.StatusFailed:
+		if ws.InstanceID != "" {
+			return beginStop(ctx, tx, client, ws, desired, actor)
+		}
+	}
+	if restart { // stopped, removed, or failed without an instance
+		return RequestProvision(ctx, tx, client, ProvisionRequest{WorkspaceID: id, Actor: actor})
+	}
+	if ws.Status == store.StatusFailed || (desired == store.DesiredDeleted && ws.Status == store.StatusStopped) {
+		if err := store.MarkStoppedNoInstance(ctx, tx, id, desired); err != nil {
+			return Result{}, err
+		}
+		ws, err = store.Lock(ctx, tx, id)
+		return Result{Action: ActionStopped, Workspace: ws}, err
+	}
+	return Result{Action: ActionNoop, Workspace: ws}, nil
+}
+
+// beginStop moves the row to stopping and inserts its terminate job.
+// Provisions never attempted are cancelled: they cannot have launched
+// anything. Attempted ones may have, so the terminate waits for them.
+func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired, actor string) (Result, error) {
+	live, err := store.LiveJobs(ctx, tx, KindProvision, ws.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, j := range live {
+		if j.Attempt == 0 && j.State != string(rivertype.JobStateRunning) {
+			if _, err := client.JobCancelTx(ctx, tx, j.ID); err != nil {
+				return Result{}, fmt.Errorf("cancel provision job %d: %w", j.ID, err)
+			}
+		}
+	}
+	if err := store.MarkStopping(ctx, tx, ws.ID, desired); err != nil {
+		return Result{}, err
+	}
+	res, err := client.InsertTx(ctx, tx, TerminateArgs{WorkspaceID: ws.ID}, nil)
+	if err != nil {
+		return Result{}, fmt.Errorf("insert terminate job: %w", err)
+	}
+	err = store.AppendEvent(ctx, tx, store.Event{
+		WorkspaceID: ws.ID, Event: obs.EvTerminateRequested, Actor: actorOr(actor), JobID: res.Job.ID,
+		Fields: map[string]any{"desired": desired, "from": ws.Status, "instance_id": ws.InstanceID},
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	ws, err = store.Lock(ctx, tx, ws.ID)
+	return Result{Action: ActionStopping, Workspace: ws, Job: res.Job}, err
+}
+
+// afterStop records what should happen once the stop under way finishes.
+func afterStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired string) (Result, error) {
+	if err := store.SetDesired(ctx, tx, ws.ID, desired); err != nil {
+		return Result{}, err
+	}
+	ws.Desired = desired
+	job, err := liveJob(ctx, tx, client, KindTerminate, ws.ID)
+	return Result{Action: ActionAfterStop, Workspace: ws, Job: job}, err
+}
+
+// liveJob returns the newest live job of kind for the workspace, or nil.
+func liveJob(ctx context.Context, tx pgx.Tx, client *Client, kind, id string) (*rivertype.JobRow, error) {
+	live, err := store.LiveJobs(ctx, tx, kind, id)
+	if err != nil || len(live) == 0 {
+		return nil, err
+	}
+	job, err := client.JobGetTx(ctx, tx, live[len(live)-1].ID)
+	if err != nil {
+		return nil, fmt.Errorf("get job: %w", err)
+	}
+	return job, nil
+}
+
+func actorOr(actor string) string {
+	if actor == "" {
+		return "handler"
+	}
+	return actor
+}

@@ -1,0 +1,131 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Settings tune retries and waits. Zero values mean the defaults.
+type Settings struct {
+	// BackoffBase is the first retry's delay; each attempt doubles it.
+	BackoffBase time.Duration
+	// TerminateBackoffCap and ProvisionBackoffCap bound one retry's delay.
+	TerminateBackoffCap time.Duration
+	ProvisionBackoffCap time.Duration
+	// TerminateMaxAttempts is large on purpose: about three days at the
+	// cap, so a CP outage over a weekend does not discard a stop.
+	TerminateMaxAttempts int
+	ProvisionMaxAttempts int
+	// MaxSnoozes bounds how often one job may snooze (Retry-After,
+	// credentials being rotated, waiting for a provision). A snooze gives
+	// the attempt back, so an unbounded one would never discard and never
+	// alert (invariant 6).
+	MaxSnoozes int
+	// SnoozeCap bounds one snooze, whatever Retry-After asks for.
+	SnoozeCap time.Duration
+	// AuthSnooze is how long a job waits after a 401/403.
+	AuthSnooze time.Duration
+	// ProvisionWait is how long a terminate with no recorded instance
+	// waits for an in-flight provision before looking again.
+	ProvisionWait time.Duration
+	// ProvisionTimeout and TerminateTimeout are River's per-kind job
+	// timeouts; each must exceed the CP client's timeout (invariant 7).
+	ProvisionTimeout time.Duration
+	TerminateTimeout time.Duration
+	// RefuseAmbiguousWithoutList marks a retried provision failed instead
+	// of launching again when the CP has no list endpoint to adopt from:
+	// for CPs that also ignore Idempotency-Key, where a retry may leak.
+	RefuseAmbiguousWithoutList bool
+}
+
+// DefaultSettings are the production defaults.
+func DefaultSettings() Settings {
+	return Settings{
+		BackoffBase:          time.Second,
+		TerminateBackoffCap:  5 * time.Minute,
+		ProvisionBackoffCap:  5 * time.Minute,
+		TerminateMaxAttempts: 870,
+		ProvisionMaxAttempts: 25,
+		MaxSnoozes:           50,
+		SnoozeCap:            5 * time.Minute,
+		AuthSnooze:           time.Minute,
+		ProvisionWait:        5 * time.Second,
+		ProvisionTimeout:     2 * time.Minute,
+		TerminateTimeout:     2 * time.Minute,
+	}
+}
+
+// withDefaults fills zero fields from DefaultSettings.
+func (s Settings) withDefaults() Settings {
+	d := DefaultSettings()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	fill(&s.BackoffBase, d.BackoffBase)
+	fill(&s.TerminateBackoffCap, d.TerminateBackoffCap)
+	fill(&s.ProvisionBackoffCap, d.ProvisionBackoffCap)
+	fill(&s.SnoozeCap, d.SnoozeCap)
+	fill(&s.AuthSnooze, d.AuthSnooze)
+	fill(&s.ProvisionWait, d.ProvisionWait)
+	fill(&s.ProvisionTimeout, d.ProvisionTimeout)
+	fill(&s.TerminateTimeout, d.TerminateTimeout)
+	if s.TerminateMaxAttempts <= 0 {
+		s.TerminateMaxAttempts = d.TerminateMaxAttempts
+	}
+	if s.ProvisionMaxAttempts <= 0 {
+		s.ProvisionMaxAttempts = d.ProvisionMaxAttempts
+	}
+	if s.MaxSnoozes <= 0 {
+		s.MaxSnoozes = d.MaxSnoozes
+	}
+	return s
+}
+
+// Validate checks that job timeouts outlive a CP call (invariant 7): a
+// job cut off while the CP acts would retry into a call that may have
+// already succeeded.
+func (s Settings) Validate(cpTimeout time.Duration) error {
+	s = s.withDefaults()
+	if s.ProvisionTimeout <= cpTimeout || s.TerminateTimeout <= cpTimeout {
+		return fmt.Errorf("job timeouts (provision %s, terminate %s) must exceed the CP timeout %s",
+			s.ProvisionTimeout, s.TerminateTimeout, cpTimeout)
+	}
+	return nil
+}
+
+// backoff is capped exponential backoff with jitter: half the delay is
+// fixed, half random, so thousands of stops failing together during a CP
+// outage do not retry in lockstep when it recovers.
+func backoff(attempt int, base, maxDelay time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	return d/2 + rand.N(d/2+1)
+}
+
+// budgetHook sets each kind's attempt budget at insert time, from the
+// inserting process's settings, so `TERMINATE_MAX_ATTEMPTS` applies to
+// jobs inserted by handlers and by the worker alike.
+type budgetHook struct {
+	river.HookDefaults
+	settings Settings
+}
+
+func (h *budgetHook) InsertBegin(_ context.Context, p *rivertype.JobInsertParams) error {
+	switch p.Kind {
+	case KindTerminate, KindInstanceTerminate:
+		p.MaxAttempts = h.settings.TerminateMaxAttempts
+	case KindProvision:
+		p.MaxAttempts = h.settings.ProvisionMaxAttempts
+	}
+	return nil
+}

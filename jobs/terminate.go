@@ -1,0 +1,200 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/rs/zerolog"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// TerminateWorker stops a workspace. The row leaves stopping only after
+// the CP confirmed every instance gone (invariant 2), in the transaction
+// that completes the job (invariant 3); every CP failure is retried with
+// capped backoff and never read as success (invariant 6).
+type TerminateWorker struct {
+	river.WorkerDefaults[TerminateArgs]
+	deps *Deps
+}
+
+// Timeout outlives the CP client's timeout (invariant 7).
+func (w *TerminateWorker) Timeout(*river.Job[TerminateArgs]) time.Duration {
+	return w.deps.Settings.TerminateTimeout
+}
+
+// NextRetry is capped, jittered exponential backoff.
+func (w *TerminateWorker) NextRetry(job *river.Job[TerminateArgs]) time.Time {
+	s := w.deps.Settings
+	return time.Now().Add(backoff(job.Attempt, s.BackoffBase, s.TerminateBackoffCap))
+}
+
+// Work runs one attempt.
+func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs]) error {
+	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && ws.Status != store.StatusStopping) {
+		return nil // nothing to stop: the row is not stopping
+	}
+	if err != nil {
+		return err
+	}
+	obs.Event(w.deps.Log, zerolog.InfoLevel, obs.EvTerminateStart, obs.Fields{
+		WorkspaceID: ws.ID, InstanceID: ws.InstanceID, JobID: job.ID, Attempt: job.Attempt})
+	if ws.InstanceID != "" {
+		err = stopInstance(ctx, w.deps.CP, ws.ID, ws.InstanceID)
+	} else {
+		err = w.stopUnrecorded(ctx, job)
+	}
+	if err != nil {
+		return w.deps.terminateFailed(ctx, job.JobRow, ws.ID, ws.InstanceID, err)
+	}
+	return w.finish(ctx, job, ws.InstanceID)
+}
+
+// stopUnrecorded handles a stop with no recorded id: an attempted
+// provision may still launch (or have launched, answer lost) an
+// instance, so wait for it, then terminate whatever the CP lists.
+func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[TerminateArgs]) error {
+	live, err := store.LiveJobs(ctx, w.deps.Pool, KindProvision, job.Args.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	for _, p := range live {
+		if p.Attempt == 0 && p.State != string(rivertype.JobStateRunning) {
+			continue // never attempted: the request cancelled it, or it will skip
+		}
+		if p.State != string(rivertype.JobStateRunning) {
+			// Waiting out its backoff would delay the stop by minutes; run
+			// it now: it sees the row stopping and hands off what it has.
+			if _, err := river.ClientFromContext[pgx.Tx](ctx).JobRetry(ctx, p.ID); err != nil {
+				return fmt.Errorf("hurry provision job %d: %w", p.ID, err)
+			}
+		}
+		obs.Event(w.deps.Log, zerolog.InfoLevel, obs.EvTerminateWait, obs.Fields{
+			WorkspaceID: job.Args.WorkspaceID, JobID: job.ID, Attempt: job.Attempt,
+			Extra: map[string]any{"provision_job_id": p.ID, "provision_state": p.State}})
+		return w.deps.waitOrFail(job.JobRow, w.deps.Settings.ProvisionWait, errProvisionInFlight)
+	}
+	err = eachLive(ctx, w.deps.CP, job.Args.WorkspaceID, func(inst cp.Instance) (bool, error) {
+		return false, stopInstance(ctx, w.deps.CP, job.Args.WorkspaceID, inst.InstanceID)
+	})
+	if errors.Is(err, cp.ErrListUnsupported) {
+		// Without the list nothing can be confirmed; the CP's own
+		// reconciler must cover what a lost provision answer launched.
+		w.deps.Log.Warn().Str("evt", obs.EvSweepNoList).Str("workspace_id", job.Args.WorkspaceID).
+			Msg("CP has no list endpoint: stopping without confirming that nothing runs")
+		return nil
+	}
+	return err
+}
+
+var errProvisionInFlight = errors.New("a provision for this workspace is still in flight")
+
+// finish leaves stopping: stopped/removed, or the next generation when the
+// workspace should run again, in the completing transaction.
+func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateArgs], stoppedID string) error {
+	id := job.Args.WorkspaceID
+	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
+		cur, err := store.Lock(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if cur.Status != store.StatusStopping || cur.InstanceID != stoppedID {
+			return fmt.Errorf("workspace %s changed during terminate (status %s)", id, cur.Status)
+		}
+		stopped := jobEvent(job.JobRow, id, obs.EvProvisionStopped, map[string]any{"instance_id": stoppedID, "desired": cur.Desired})
+		if err := t.add(ctx, tx, zerolog.InfoLevel, stopped); err != nil {
+			return err
+		}
+		if cur.Desired == store.DesiredRunning {
+			return w.restart(ctx, tx, t, job, cur)
+		}
+		if ok, err := store.MarkStopped(ctx, tx, id, stoppedID); err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("workspace %s: mark stopped matched no row", id))
+		}
+		return nil
+	})
+}
+
+// restart starts the next generation in the same transaction.
+func (w *TerminateWorker) restart(ctx context.Context, tx pgx.Tx, t *timeline, job *river.Job[TerminateArgs], cur store.Workspace) error {
+	if _, err := store.ClearInstanceForStop(ctx, tx, cur.ID, cur.InstanceID); err != nil {
+		return err
+	}
+	next, err := store.StartGeneration(ctx, tx, cur.ID, cur.Generation, store.NewNonce(), nil)
+	if err != nil {
+		return err
+	}
+	res, err := river.ClientFromContext[pgx.Tx](ctx).InsertTx(ctx, tx,
+		ProvisionArgs{WorkspaceID: next.ID, Generation: next.Generation, Nonce: next.Nonce}, nil)
+	if err != nil {
+		return fmt.Errorf("insert next provision: %w", err)
+	}
+	return t.add(ctx, tx, zerolog.InfoLevel, jobEvent(job.JobRow, cur.ID, obs.EvProvisionRequested,
+		map[string]any{"generation": next.Generation, "action": ActionNextGeneration, "provision_job_id": res.Job.ID}))
+}
+
+// stopInstance terminates one instance and confirms a 404. A 404 is not
+// proof (EC2 is eventually consistent, a proxy or a wrong route answers
+// 404 too): the instance counts as gone only when its raw state says so,
+// or the status endpoint says it is unknown and the list does not show
+// it. `pending` is not gone.
+func stopInstance(ctx context.Context, api cp.API, workspaceID, instanceID string) error {
+	err := api.Stop(ctx, workspaceID, instanceID)
+	if err == nil || cp.StatusCode(err) != 404 {
+		return err
+	}
+	state, serr := api.Status(ctx, workspaceID, instanceID)
+	switch {
+	case serr == nil && (state == "terminated" || state == "shutting-down"):
+		return nil
+	case serr == nil:
+		return fmt.Errorf("terminate answered 404 but the instance is %q: %w", state, err)
+	case !cp.IsUnknownInstance(serr):
+		return fmt.Errorf("terminate answered 404 and status could not confirm: %w", serr)
+	}
+	listed := false
+	lerr := eachLive(ctx, api, workspaceID, func(inst cp.Instance) (bool, error) {
+		listed = inst.InstanceID == instanceID
+		return listed, nil
+	})
+	switch {
+	case errors.Is(lerr, cp.ErrListUnsupported):
+		return nil
+	case lerr != nil:
+		return fmt.Errorf("terminate answered 404 and the list could not confirm: %w", lerr)
+	case listed:
+		return fmt.Errorf("terminate answered 404 but the CP still lists %s as live: %w", instanceID, err)
+	}
+	return nil
+}
+
+// terminateFailed is a failed stop attempt: retried, never read as
+// success. The last attempt writes terminate.dead and leaves the row in
+// stopping with its instance id, for the sweep (or an operator in River
+// UI) to re-drive.
+func (d *Deps) terminateFailed(ctx context.Context, job *rivertype.JobRow, workspaceID, instanceID string, cause error) error {
+	if errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if d.Metrics != nil {
+		d.Metrics.TerminateRetries.Inc()
+	}
+	fields := map[string]any{"error": cause.Error(), "instance_id": instanceID, "max_attempts": job.MaxAttempts}
+	if job.Attempt < job.MaxAttempts {
+		obs.Event(d.Log, zerolog.WarnLevel, obs.EvTerminateRetry, obs.Fields{
+			WorkspaceID: workspaceID, InstanceID: instanceID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
+		return d.cpRetry(job, cause)
+	}
+	if err := d.note(ctx, zerolog.ErrorLevel, jobEvent(job, workspaceID, obs.EvTerminateDead, fields)); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}

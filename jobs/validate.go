@@ -1,0 +1,88 @@
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+)
+
+// ErrInvalidInput wraps every rejection of a request's values; callers
+// map it to "bad input" (the CLI's exit 2, an HTTP 400).
+var ErrInvalidInput = errors.New("invalid input")
+
+// ErrUnknownWorkspace is returned when a stop or restart names a
+// workspace that has no row.
+var ErrUnknownWorkspace = errors.New("unknown workspace")
+
+// Limits on request values. They bound what a request can make the
+// worker store and send, and keep NULs (which Postgres text and jsonb
+// refuse) out before they break a transaction.
+const (
+	MaxTier        = 4
+	maxRuntimeLen  = 64
+	maxURLLen      = 2048
+	maxEnvEntries  = 256
+	maxEnvValueLen = 32 << 10
+)
+
+var (
+	runtimePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]*$`)
+	envKeyPattern  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+)
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidInput, fmt.Sprintf(format, args...))
+}
+
+func validateWorkspaceID(id string) error {
+	if !cp.ValidWorkspaceID(id) {
+		return invalid("workspace id must be a UUID, got %q", truncate(id, 64))
+	}
+	return nil
+}
+
+func (r ProvisionRequest) validate() error {
+	if err := validateWorkspaceID(r.WorkspaceID); err != nil {
+		return err
+	}
+	if r.Tier < 0 || r.Tier > MaxTier {
+		return invalid("tier must be between 0 and %d, got %d", MaxTier, r.Tier)
+	}
+	if r.Runtime != "" && (len(r.Runtime) > maxRuntimeLen || !runtimePattern.MatchString(r.Runtime)) {
+		return invalid("runtime must be 1-%d characters of letters, digits and ._:/-", maxRuntimeLen)
+	}
+	if r.PlatformURL != "" {
+		u, err := url.Parse(r.PlatformURL)
+		if err != nil || len(r.PlatformURL) > maxURLLen || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return invalid("platform url must be an absolute http(s) URL of at most %d characters", maxURLLen)
+		}
+	}
+	return validateEnv(r.Env)
+}
+
+func validateEnv(env map[string]string) error {
+	if len(env) > maxEnvEntries {
+		return invalid("at most %d env entries, got %d", maxEnvEntries, len(env))
+	}
+	for k, v := range env {
+		if !envKeyPattern.MatchString(k) {
+			return invalid("env key %q must match %s", truncate(k, 64), envKeyPattern)
+		}
+		// Values are never echoed: they may be secrets.
+		if len(v) > maxEnvValueLen || strings.ContainsRune(v, 0) {
+			return invalid("env %s: value must be at most %d bytes and hold no NUL", k, maxEnvValueLen)
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
