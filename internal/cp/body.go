@@ -1,0 +1,49 @@
+package cp
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// unstructuredPrefix starts the placeholder Message for a body without a
+// JSON error field. Placeholders start with "<" so IsUnknownInstance can
+// tell them from a message the CP wrote.
+const unstructuredPrefix = "<unstructured body"
+
+// errorField returns the body's JSON "error" string (truncated, control
+// characters removed) or a placeholder naming only the body's size. The raw
+// body is never used: an upstream misconfiguration once echoed request
+// headers, bearer token included, into its error page, and errors end up in
+// logs and in the workspace's last_error.
+func errorField(body []byte) string {
+	var v struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &v) == nil {
+		msg := strings.TrimLeft(strings.TrimSpace(stripControl(v.Error)), "<")
+		if msg != "" {
+			return truncate(msg, maxMessage)
+		}
+	}
+	return fmt.Sprintf("%s, %d bytes>", unstructuredPrefix, len(body))
+}
+
+// stripControl replaces control characters so a CP message cannot forge
+// extra lines in text logs.
+func stripControl(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// malformed is the error for a 2xx body that does not hold what the
+// contract promises. A malformed success is a failure, never an empty one:
+// an empty list read as "nothing runs" would stop the sweep from seeing a
+// leak, and an empty state read as "not running" would restart a workspace.
+func malformed(op string, status int, what string, class Class) *Error {
+	return &Error{Op: op, StatusCode: status, Class: class, Message: what}
+}
