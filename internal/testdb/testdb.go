@@ -39,19 +39,29 @@ var (
 // its URL.
 func New(t testing.TB) string {
 	t.Helper()
-	ctx := context.Background()
+	url, drop, err := Create(context.Background())
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(drop)
+	return url
+}
+
+// Create makes a migrated database outside a test (examples, benches)
+// and returns its URL and a func that drops it.
+func Create(ctx context.Context) (string, func(), error) {
 	templateOnce.Do(func() { templateName, templateErr = buildTemplate(ctx) })
 	if templateErr != nil {
-		t.Fatalf("testdb: template: %v", templateErr)
+		return "", nil, fmt.Errorf("template: %w", templateErr)
 	}
 	name := "pw_t_" + randomHex(6)
 	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, templateName)); err != nil {
-		t.Fatalf("testdb: create %s: %v", name, err)
+		return "", nil, fmt.Errorf("create %s: %w", name, err)
 	}
-	t.Cleanup(func() {
+	drop := func() {
 		_ = adminExec(context.Background(), fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name))
-	})
-	return urlFor(name)
+	}
+	return urlFor(name), drop, nil
 }
 
 // NewPool is New plus a pool closed when t ends.

@@ -1,0 +1,63 @@
+// Command worker runs the provisioning worker: River's client working
+// provisions, terminates and the orphan sweep, with River UI, /metrics
+// and health probes on WORKER_HTTP_ADDR. `worker migrate up|down|status`
+// runs the goose migrations. `worker --help` lists every setting.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/molecule-ai/provision-worker/internal/app"
+	"github.com/molecule-ai/provision-worker/internal/config"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) > 0 && args[0] == "migrate" {
+		return exit(app.RunMigrate(ctx, args[1:], os.Getenv, os.Stdout), app.MigrateUsage)
+	}
+	cfg, err := app.ParseWorker(args, os.Getenv)
+	if err != nil {
+		return exit(err, app.WorkerUsage)
+	}
+	log, err := obs.NewLogger(os.Stderr, cfg.LogLevel)
+	if err != nil {
+		return exit(fmt.Errorf("%w: LOG_LEVEL: %w", config.ErrUsage, err), app.WorkerUsage)
+	}
+	if err := app.RunWorker(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("worker failed")
+		return 1
+	}
+	return 0
+}
+
+// exit maps an error to the exit code: 0 done (or --help), 2 bad input,
+// 1 anything else.
+func exit(err error, usage func(w io.Writer)) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		usage(os.Stdout)
+		return 0
+	case errors.Is(err, config.ErrUsage):
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		fmt.Fprintln(os.Stderr, "run `worker --help` for every setting")
+		return 2
+	}
+	fmt.Fprintln(os.Stderr, "worker:", err)
+	return 1
+}

@@ -1,0 +1,188 @@
+package app_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/molecule-ai/provision-worker/internal/app"
+)
+
+// composeFile is read from the module root.
+const composeFile = "../../docker-compose.yml"
+
+type composeService struct {
+	Build       any        `yaml:"build"`
+	Image       string     `yaml:"image"`
+	Command     []string   `yaml:"command"`
+	Environment envList    `yaml:"environment"`
+	Healthcheck *yaml.Node `yaml:"healthcheck"`
+	DependsOn   any        `yaml:"depends_on"`
+}
+
+type composeDoc struct {
+	Services map[string]composeService `yaml:"services"`
+}
+
+// envList accepts both compose forms: a map, or a list of K=V.
+type envList map[string]string
+
+func (e *envList) UnmarshalYAML(n *yaml.Node) error {
+	*e = envList{}
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := map[string]string{}
+		if err := n.Decode(&m); err != nil {
+			return err
+		}
+		*e = m
+	case yaml.SequenceNode:
+		var l []string
+		if err := n.Decode(&l); err != nil {
+			return err
+		}
+		for _, kv := range l {
+			k, v, _ := strings.Cut(kv, "=")
+			(*e)[k] = v
+		}
+	default:
+		return errors.New("environment: want a map or a list")
+	}
+	return nil
+}
+
+func readCompose(t *testing.T) composeDoc {
+	t.Helper()
+	b, err := os.ReadFile(composeFile)
+	require.NoError(t, err)
+	var doc composeDoc
+	require.NoError(t, yaml.Unmarshal(b, &doc))
+	require.NotEmpty(t, doc.Services)
+	return doc
+}
+
+// buildCommands builds every cmd/ binary once, as the Dockerfile does.
+func buildCommands(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/...")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return dir
+}
+
+// checkCommand runs the service's command with --help appended: an
+// unknown binary, subcommand or flag fails to parse (exit 2), a real one
+// prints its usage and exits 0. It returns the usage text.
+func checkCommand(bin string, command []string) (string, error) {
+	if len(command) == 0 {
+		return "", errors.New("no command")
+	}
+	path := filepath.Join(bin, command[0])
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("%s is not a binary of cmd/", command[0])
+	}
+	if len(command) > 1 && command[0] == "worker" && command[1] == "migrate" {
+		if len(command) < 3 || !slices.Contains([]string{"up", "down", "status"}, command[2]) {
+			return "", fmt.Errorf("worker migrate wants up, down or status, got %q", command[2:])
+		}
+	}
+	c := exec.Command(path, append(slices.Clone(command[1:]), "--help")...)
+	c.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%q --help: %w: %s", command, err, out)
+	}
+	return string(out), nil
+}
+
+// allowedEnv is what the service's command reads. The Go commands say so
+// through app's lists; cpsim (a main package) through its --help, which
+// names every variable it reads.
+func allowedEnv(command []string, help string) []string {
+	switch {
+	case command[0] == "worker" && len(command) > 1 && command[1] == "migrate":
+		return app.MigrateEnvNames()
+	case command[0] == "worker":
+		return app.WorkerEnvNames()
+	case command[0] == "enqueue":
+		return app.EnqueueEnvNames()
+	}
+	return regexp.MustCompile(`\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b`).FindAllString(help, -1)
+}
+
+func TestCompose_CommandsAndEnvExistInTheBinaries(t *testing.T) {
+	doc := readCompose(t)
+	bin := buildCommands(t)
+	ours := 0
+	for name, svc := range doc.Services {
+		if svc.Build == nil {
+			require.NotEmpty(t, svc.Image, "service %s: neither build nor image", name)
+			continue // a stock image (Postgres): its variables are its own
+		}
+		ours++
+		help, err := checkCommand(bin, svc.Command)
+		require.NoError(t, err, "service %s", name)
+		allowed := allowedEnv(svc.Command, help)
+		for k := range svc.Environment {
+			require.Contains(t, allowed, k, "service %s sets %s, which %s does not read", name, k, svc.Command[0])
+		}
+	}
+	require.GreaterOrEqual(t, ours, 4, "migrate, two workers and cpsim are built from the Dockerfile")
+}
+
+// The check above must be able to fail: a misspelt variable, an unknown
+// flag or binary, a wrong migrate verb are each caught.
+func TestCompose_CheckCatchesMistakes(t *testing.T) {
+	bin := buildCommands(t)
+	for _, command := range [][]string{
+		{"workr"}, {"worker", "--no-such-flag"}, {"worker", "migrate", "sideways"},
+		{"cpsim", "--no-such-flag"}, {"enqueue", "no-such-subcommand"},
+	} {
+		_, err := checkCommand(bin, command)
+		require.Error(t, err, "%q", command)
+	}
+	require.NotContains(t, app.WorkerEnvNames(), "WORKER_HTTP_ADRR")
+	help, err := checkCommand(bin, []string{"cpsim"})
+	require.NoError(t, err)
+	require.NotContains(t, allowedEnv([]string{"cpsim"}, help), "CPSIM_FAULT_500")
+	require.Contains(t, allowedEnv([]string{"cpsim"}, help), "CPSIM_FAULT_5XX")
+}
+
+func TestCompose_HasTheTopologyOperatorsExpect(t *testing.T) {
+	doc := readCompose(t)
+	var workers, migrates, sims int
+	for name, svc := range doc.Services {
+		if svc.Build == nil {
+			continue
+		}
+		isMigrate := len(svc.Command) > 1 && svc.Command[1] == "migrate"
+		switch {
+		case svc.Command[0] == "worker" && isMigrate:
+			migrates++
+		case svc.Command[0] == "worker":
+			workers++
+			require.NotNil(t, svc.Healthcheck, "worker %s needs a health check", name)
+			require.Equal(t, "operator", svc.Environment["RIVER_BASIC_AUTH_USER"],
+				"off loopback the worker refuses to start without UI credentials")
+			require.NotEmpty(t, svc.Environment["RIVER_BASIC_AUTH_PASS"])
+			require.NotNil(t, svc.DependsOn, "workers wait for the migration")
+		case svc.Command[0] == "cpsim":
+			sims++
+			require.NotNil(t, svc.Healthcheck, "cpsim needs a health check")
+		}
+	}
+	require.Equal(t, 1, migrates)
+	require.Equal(t, 2, workers)
+	require.Equal(t, 1, sims)
+	require.NotNil(t, doc.Services["postgres"].Healthcheck)
+}

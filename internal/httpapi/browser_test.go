@@ -1,0 +1,110 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/molecule-ai/provision-worker/internal/jobtest"
+	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/jobs"
+)
+
+// chromiumPath is Debian's chromium package; .ci/run installs it. The test
+// never downloads a browser.
+const chromiumPath = "/usr/bin/chromium"
+
+// browser starts headless Chromium with a fresh profile and nothing that
+// reaches beyond loopback (no component updates, sync or QUIC probes).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skipf("browser test skipped: %s not found (apt-get install -y chromium; .ci/run does)", chromiumPath)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancelTab(); cancelAlloc() })
+	return ctx
+}
+
+// logIn makes every request of the tab carry the operator's basic-auth
+// credentials, as the browser's login prompt would.
+func logIn(t *testing.T, ctx context.Context, user, pass string) {
+	t.Helper()
+	token := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	_, err := chromedp.Call(ctx, network.Enable, network.EnableParams{})
+	require.NoError(t, err)
+	_, err = chromedp.Call(ctx, network.SetExtraHTTPHeaders,
+		network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + token}})
+	require.NoError(t, err)
+}
+
+// screenshot saves the page for debugging a failed run.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	path := filepath.Join(t.TempDir(), name+".png")
+	if err := os.WriteFile(path, png, 0o600); err == nil {
+		t.Logf("screenshot: %s", path)
+	}
+}
+
+// The night-page story: a stop died against a failing CP, the operator
+// logs in to River UI, finds the discarded terminate and presses Retry;
+// the job runs again, completes, and the workspace reaches stopped.
+func TestBrowser_RetryDiscardedTerminateFromRiverUI(t *testing.T) {
+	ctx := browser(t)
+	env := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{TerminateMaxAttempts: 1}})
+	wsID, jobID := discardedTerminate(t, env)
+	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
+	jobURL := fmt.Sprintf("%s/riverui/jobs/%d", hs.URL, jobID)
+
+	code, _, _ := get(t, jobURL, nil)
+	require.Equal(t, 401, code, "the job page must not open without credentials")
+
+	logIn(t, ctx, uiUser, uiPass)
+	t.Cleanup(func() {
+		if t.Failed() {
+			screenshot(t, ctx, "failure")
+		}
+	})
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(jobURL))
+	require.NoError(t, err)
+	require.Equal(t, int64(200), resp.Status)
+
+	retry := chromedp.Search(`//button[normalize-space(.)="Retry"]`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(retry)))
+	body, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+	require.NoError(t, err)
+	require.Contains(t, body, jobs.KindTerminate, "the page shows the dead job")
+	require.Contains(t, body, wsID, "the page shows the job's args")
+	screenshot(t, ctx, "before-retry")
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(retry)))
+	env.WaitFor("the retried terminate to complete", func() bool {
+		return jobRow(t, env, jobID).State == rivertype.JobStateCompleted
+	})
+	ws := env.WaitStatus(wsID, store.StatusStopped)
+	require.Empty(t, ws.InstanceID)
+	require.Empty(t, env.CP.Live(wsID), "the instance is really gone at the CP")
+	screenshot(t, ctx, "after-retry")
+}
