@@ -34,6 +34,10 @@ type Deps struct {
 // would commit for a job that did not complete (invariant 3).
 var ErrNotCompleted = errors.New("jobs: job is no longer running; its row change was rolled back")
 
+// evJobNotCompleted is logged when a worker's completion was refused
+// because River had moved the job on (rescued, cancelled, re-run).
+const evJobNotCompleted = "job.not_completed"
+
 // actorWorker marks timeline lines written by a worker.
 const actorWorker = "worker"
 
@@ -108,11 +112,20 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 		if err != nil {
 			return fmt.Errorf("complete job %d: %w", job.ID, err)
 		}
-		if done.State != rivertype.JobStateCompleted {
-			return fmt.Errorf("%w (state %s)", ErrNotCompleted, done.State)
+		// A rescued job re-run while this attempt was still out is running
+		// (or completed) under a newer attempt: completing it here would
+		// commit this stale attempt's change and cut the newer one off.
+		if done.State != rivertype.JobStateCompleted || done.Attempt != job.Attempt {
+			return fmt.Errorf("%w (state %s, attempt %d of the job now %d)", ErrNotCompleted, done.State, job.Attempt, done.Attempt)
 		}
 		return nil
 	})
+	if errors.Is(err, ErrNotCompleted) {
+		// River records no error for a job that is no longer running, so
+		// without this line the refused completion leaves no trace.
+		d.Log.Warn().Str("evt", evJobNotCompleted).Str("kind", job.Kind).Int64("job_id", job.ID).
+			Int("attempt", job.Attempt).Err(err).Msg("job no longer running: its change was rolled back")
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,233 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// sweepLockKey is the Postgres advisory lock every orphan sweep holds.
+// Periodic jobs are inserted by the leader but worked by any worker, and
+// `enqueue sweep` adds manual ones, so without it two sweeps could overlap
+// and double-count (or double-act on) the same strays.
+const sweepLockKey int64 = 0x6f7270685f737770 // "orph_swp"
+
+// TryLockSweep takes the sweep lock on db's session (a dedicated
+// connection: the lock is held by the session, not a transaction, so no
+// transaction stays open across the sweep's CP calls). It reports false
+// when another sweep holds it.
+func TryLockSweep(ctx context.Context, db DB) (bool, error) {
+	var ok bool
+	if err := db.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, sweepLockKey).Scan(&ok); err != nil {
+		return false, fmt.Errorf("store: try sweep lock: %w", err)
+	}
+	return ok, nil
+}
+
+// UnlockSweep releases the sweep lock taken by TryLockSweep on the same
+// session.
+func UnlockSweep(ctx context.Context, db DB) error {
+	var ok bool
+	if err := db.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, sweepLockKey).Scan(&ok); err != nil {
+		return fmt.Errorf("store: release sweep lock: %w", err)
+	}
+	if !ok {
+		return errors.New("store: sweep lock was not held by this session")
+	}
+	return nil
+}
+
+// CountWorkspaces counts every row: the database side's examined total.
+func CountWorkspaces(ctx context.Context, db DB) (int, error) {
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM workspaces`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count workspaces: %w", err)
+	}
+	return n, nil
+}
+
+// SweepKinds names the job kinds the sweep's queries look for (package
+// jobs owns the names; store does not import it).
+type SweepKinds struct {
+	Provision string
+	Terminate string
+}
+
+// SuspectRow is a row the database side of the sweep may have to re-drive,
+// with the job facts that decide it.
+type SuspectRow struct {
+	ID              string
+	Status          string
+	Desired         string
+	InstanceID      string
+	Generation      int64
+	StatusChangedAt time.Time
+	PastDeadline    bool   // status_changed_at older than the provisioning deadline
+	LiveJob         bool   // a live terminate (stopping) or provision (provisioning) job exists
+	DeadJobID       int64  // newest discarded/cancelled terminate job of a stopping row, 0 if none
+	DeadJobState    string // its state
+}
+
+// suspectSelect reads suspects with their job facts. $1 is the
+// provisioning deadline, $2 the provision kind, $3 the terminate kind. The
+// job lookups use args @> so River's GIN index on args serves them, and
+// run only for the few rows the WHERE clause keeps.
+const suspectSelect = `
+	SELECT w.id::text, w.status, w.desired_state, coalesce(w.instance_id, ''), w.generation, w.status_changed_at,
+		w.status_changed_at < now() - $1::interval,
+		CASE WHEN w.status IN ('stopping', 'provisioning') THEN EXISTS (
+			SELECT 1 FROM river_job j
+			WHERE j.kind = CASE WHEN w.status = 'provisioning' THEN $2 ELSE $3 END
+				AND j.args @> jsonb_build_object('workspace_id', w.id::text)
+				AND j.state IN ` + liveJobStates + `) ELSE false END,
+		coalesce(d.id, 0), coalesce(d.state::text, '')
+	FROM workspaces w
+	LEFT JOIN LATERAL (
+		SELECT j.id, j.state FROM river_job j
+		WHERE w.status = 'stopping' AND j.kind = $3
+			AND j.args @> jsonb_build_object('workspace_id', w.id::text)
+			AND j.state IN ('discarded', 'cancelled')
+		ORDER BY j.id DESC LIMIT 1) d ON true`
+
+// suspectWhere keeps rows that hold an instance id they should not, rows
+// in stopping, and provisioning rows past the deadline.
+const suspectWhere = `(
+		(w.status IN ('stopped', 'removed', 'failed') AND w.instance_id IS NOT NULL)
+		OR w.status = 'stopping'
+		OR (w.status = 'provisioning' AND w.status_changed_at < now() - $1::interval))`
+
+// SuspectRows reads one page of suspects after the id after ("" for the
+// first page), in id order: keyset paging, so memory stays flat however
+// many rows there are and rows changed by the sweep are never revisited.
+func SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadline time.Duration, after string, limit int) ([]SuspectRow, error) {
+	args := []any{interval(deadline), kinds.Provision, kinds.Terminate, limit}
+	keyset := ""
+	if after != "" {
+		keyset = ` AND w.id > $5::uuid`
+		args = append(args, after)
+	}
+	rows, err := db.Query(ctx, suspectSelect+` WHERE `+suspectWhere+keyset+` ORDER BY w.id LIMIT $4`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: read sweep suspects: %w", err)
+	}
+	defer rows.Close()
+	out := make([]SuspectRow, 0, limit)
+	for rows.Next() {
+		s, err := scanSuspect(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read sweep suspects: %w", err)
+	}
+	return out, nil
+}
+
+// LockSuspect re-reads one row and its job facts under FOR UPDATE, the
+// lock every transition takes, so the sweep decides again on what is
+// committed now rather than on its page read.
+func LockSuspect(ctx context.Context, tx pgx.Tx, kinds SweepKinds, deadline time.Duration, id string) (SuspectRow, error) {
+	row := tx.QueryRow(ctx, suspectSelect+` WHERE w.id = $4::uuid FOR UPDATE OF w`,
+		interval(deadline), kinds.Provision, kinds.Terminate, id)
+	s, err := scanSuspect(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return SuspectRow{}, ErrNotFound
+	}
+	return s, err
+}
+
+func scanSuspect(row pgx.Row) (SuspectRow, error) {
+	var s SuspectRow
+	err := row.Scan(&s.ID, &s.Status, &s.Desired, &s.InstanceID, &s.Generation, &s.StatusChangedAt,
+		&s.PastDeadline, &s.LiveJob, &s.DeadJobID, &s.DeadJobState)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, err
+	}
+	if err != nil {
+		return s, fmt.Errorf("store: scan sweep suspect: %w", err)
+	}
+	return s, nil
+}
+
+// InstanceOwner is what the database says about one listed instance.
+type InstanceOwner struct {
+	WorkspaceExists bool
+	Status          string // the listed workspace's status, "" when no row
+	RowInstanceID   string // the id that workspace records, "" when none
+	Recorded        bool   // the instance id is recorded on some row
+}
+
+// InstanceOwners looks up one CP page in one query: for each listed
+// (instance, workspace) pair, whether the workspace has a row and whether
+// any row records the instance. Keyed by instance id.
+func InstanceOwners(ctx context.Context, db DB, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
+	rows, err := db.Query(ctx, `
+		SELECT i.iid, w.id IS NOT NULL, coalesce(w.status, ''), coalesce(w.instance_id, ''),
+			EXISTS (SELECT 1 FROM workspaces r WHERE r.instance_id = i.iid)
+		FROM unnest($1::text[], $2::uuid[]) AS i(iid, wid)
+		LEFT JOIN workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs)
+	if err != nil {
+		return nil, fmt.Errorf("store: look up listed instances: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]InstanceOwner, len(instanceIDs))
+	for rows.Next() {
+		var id string
+		var o InstanceOwner
+		if err := rows.Scan(&id, &o.WorkspaceExists, &o.Status, &o.RowInstanceID, &o.Recorded); err != nil {
+			return nil, fmt.Errorf("store: scan listed instance: %w", err)
+		}
+		out[id] = o
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: look up listed instances: %w", err)
+	}
+	return out, nil
+}
+
+// WorkspacesWithLiveJobs returns which of workspaceIDs have a live job of
+// kind, in one query (one GIN lookup per id).
+func WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceIDs []string) (map[string]bool, error) {
+	rows, err := db.Query(ctx, `
+		SELECT w.id FROM unnest($2::text[]) AS w(id)
+		WHERE EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1
+			AND j.args @> jsonb_build_object('workspace_id', w.id)
+			AND j.state IN `+liveJobStates+`)`, kind, workspaceIDs)
+	if err != nil {
+		return nil, fmt.Errorf("store: look up live jobs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: scan live job: %w", err)
+		}
+		out[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: look up live jobs: %w", err)
+	}
+	return out, nil
+}
+
+// InstanceRecorded reports whether any row records instanceID: a listed
+// instance tagged with one workspace but recorded on another must not be
+// condemned by the first one's check alone.
+func InstanceRecorded(ctx context.Context, db DB, instanceID string) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workspaces WHERE instance_id = $1)`, instanceID).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("store: instance recorded: %w", err)
+	}
+	return ok, nil
+}
+
+func interval(d time.Duration) string {
+	return fmt.Sprintf("%d milliseconds", d.Milliseconds())
+}

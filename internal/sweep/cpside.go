@@ -1,0 +1,200 @@
+package sweep
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// maxListPages bounds one walk of the CP list: a cursor that never ends
+// makes the CP side unknown instead of holding the sweep forever.
+const maxListPages = 100_000
+
+// candidate is a CP-side stray the sweep may terminate.
+type candidate struct {
+	ws, inst, class string
+	launched        time.Time
+}
+
+// cpScan is what reading the CP list found.
+type cpScan struct {
+	cands    []candidate // the first MaxTerminations strays, in list order
+	strays   int         // every stray found (the breaker's numerator)
+	overflow int         // strays beyond cands
+}
+
+// scanCP reads the CP list page by page, and looks each page up in the
+// database right after reading it: an instance recorded meanwhile is seen
+// as recorded (the cloud is read before the records, as Karpenter does).
+// Any failed page makes the whole CP side unknown: a partial list is never
+// read as the fleet.
+func (r *run) scanCP(ctx context.Context) cpScan {
+	var sc cpScan
+	cursor := ""
+	for range maxListPages {
+		page, err := r.d.CP.List(ctx, cp.ListOptions{Cursor: cursor, Limit: r.s.PageSize})
+		if err != nil {
+			r.listFailed(err, cursor == "")
+			return cpScan{}
+		}
+		if err := r.classifyPage(ctx, page.Instances, &sc); err != nil {
+			r.failed("classify CP page", err)
+			r.res.CPSide = CPUnknown
+			return cpScan{}
+		}
+		if page.NextCursor == "" {
+			r.res.CPSide = CPOK
+			return sc
+		}
+		cursor = page.NextCursor
+	}
+	r.listFailed(errors.New("cp list did not end"), false)
+	return cpScan{}
+}
+
+// listFailed marks the CP side unknown, or unsupported for a CP without
+// the list endpoint, which is logged every sweep: CP-side reconciliation
+// is then off, and a CP-side reconciler must cover what a lost provision
+// answer launched.
+func (r *run) listFailed(err error, first bool) {
+	if first && errors.Is(err, cp.ErrListUnsupported) {
+		r.res.CPSide = CPUnsupported
+		r.d.Log.Warn().Str("evt", obs.EvSweepNoList).
+			Msg("CP has no list endpoint: CP-side reconciliation is off; the database side still runs")
+		return
+	}
+	r.res.CPSide = CPUnknown
+	r.d.Log.Warn().Str("evt", "sweep.cp_unknown").Err(err).
+		Msg("CP list failed: CP side unknown, nothing CP-side acted on this sweep")
+}
+
+// classifyPage sorts one page into recorded, young, in flight and strays.
+func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) error {
+	r.res.ExaminedInstances += len(page)
+	ids, wss := make([]string, 0, len(page)), make([]string, 0, len(page))
+	live := page[:0:0]
+	for _, in := range page {
+		if in.Live() {
+			in.WorkspaceID = strings.ToLower(in.WorkspaceID)
+			live = append(live, in)
+			ids, wss = append(ids, in.InstanceID), append(wss, in.WorkspaceID)
+		}
+	}
+	r.res.LiveInstances += len(live)
+	if len(live) == 0 {
+		return nil
+	}
+	owners, err := store.InstanceOwners(ctx, r.d.Pool, ids, wss)
+	if err != nil {
+		return err
+	}
+	old, oldWS := live[:0], wss[:0]
+	for _, in := range live {
+		switch {
+		case owners[in.InstanceID].Recorded:
+		case time.Since(in.LaunchedAt) < r.s.Grace:
+			r.res.SkippedYoung++
+		default:
+			old, oldWS = append(old, in), append(oldWS, in.WorkspaceID)
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	inFlight, err := store.WorkspacesWithLiveJobs(ctx, r.d.Pool, r.d.Kinds.Provision, oldWS)
+	if err != nil {
+		return err
+	}
+	for _, in := range old {
+		if inFlight[in.WorkspaceID] {
+			r.res.SkippedInFlight++
+			continue
+		}
+		r.stray(sc, in, classOf(owners[in.InstanceID]))
+	}
+	return nil
+}
+
+func classOf(o store.InstanceOwner) string {
+	switch {
+	case !o.WorkspaceExists:
+		return ClassUnknownWorkspace
+	case o.RowInstanceID != "":
+		return ClassDuplicate
+	}
+	return ClassUnrecorded
+}
+
+func (r *run) stray(sc *cpScan, in cp.Instance, class string) {
+	r.found(class, in.WorkspaceID, in.InstanceID, map[string]any{"launched_at": in.LaunchedAt, "state": in.State})
+	sc.strays++
+	if len(sc.cands) < r.s.MaxTerminations {
+		sc.cands = append(sc.cands, candidate{ws: in.WorkspaceID, inst: in.InstanceID, class: class, launched: in.LaunchedAt})
+		return
+	}
+	sc.overflow++
+}
+
+// actCP terminates the strays, unless the CP side is not known or the
+// breaker opens.
+func (r *run) actCP(ctx context.Context, sc cpScan) {
+	if r.res.CPSide != CPOK {
+		return
+	}
+	if sc.strays > 0 && float64(sc.strays) > r.s.BreakerShare*float64(r.res.LiveInstances) {
+		r.res.BreakerOpen = true
+		obs.Event(r.d.Log, zerolog.ErrorLevel, obs.EvSweepBreakerOpen, obs.Fields{Extra: map[string]any{
+			"strays": sc.strays, "live_instances": r.res.LiveInstances, "share": r.s.BreakerShare,
+			"forced": r.o.Force, "hint": "check the database and org id, then run `enqueue sweep --force`"}})
+		if !r.o.Force {
+			r.res.CPSide = CPBreakerOpen
+			return
+		}
+	}
+	for _, c := range sc.cands {
+		if r.take() && !r.o.DryRun {
+			r.terminateInstance(ctx, c)
+		}
+	}
+	r.res.SkippedByCap += sc.overflow
+}
+
+// terminateInstance hands one stray to instance_terminate, deciding again
+// under the workspace's row lock (the lock recording and adoption take):
+// a provision may have recorded or adopted it since the page was read.
+// The job re-checks once more before its CP call.
+func (r *run) terminateInstance(ctx context.Context, c candidate) {
+	outcome := ""
+	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
+		if _, err := store.Lock(ctx, tx, c.ws); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		recorded, err := store.InstanceRecorded(ctx, tx, c.inst)
+		if err != nil || recorded {
+			outcome = "changed"
+			return err
+		}
+		if live, err := store.LiveJobs(ctx, tx, r.d.Kinds.Provision, c.ws); err != nil || len(live) > 0 {
+			outcome = "changed"
+			return err
+		}
+		id, dup, err := r.d.Jobs.InsertInstanceTerminate(ctx, tx, c.ws, c.inst)
+		if err != nil || dup {
+			outcome = "dup"
+			return err
+		}
+		outcome = "enqueued"
+		return store.AppendEvent(ctx, tx, store.Event{WorkspaceID: c.ws, Event: obs.EvOrphanFound, Actor: actorSweep,
+			Fields: map[string]any{"instance_id": c.inst, "class": c.class, "launched_at": c.launched,
+				"action": "instance_terminate", "instance_terminate_job_id": id}})
+	})
+	r.count(outcome, err, "terminate instance "+c.inst, true)
+}

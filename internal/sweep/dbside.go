@@ -1,0 +1,167 @@
+package sweep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// actorSweep marks timeline lines the sweep writes.
+const actorSweep = "sweep"
+
+// Outcomes of one action, counted after its transaction committed.
+const (
+	outEnqueued = "enqueued"
+	outRetried  = "retried"
+	outFailed   = "marked_failed"
+	outChanged  = "changed"
+	outDup      = "dup"
+)
+
+// sweepDB re-drives the rows the database itself shows as stuck, page by
+// page in id order.
+func (r *run) sweepDB(ctx context.Context) error {
+	n, err := store.CountWorkspaces(ctx, r.d.Pool)
+	if err != nil {
+		return err
+	}
+	r.res.ExaminedRows = n
+	after := ""
+	for {
+		rows, err := store.SuspectRows(ctx, r.d.Pool, r.d.Kinds, r.s.ProvisioningDeadline, after, r.s.PageSize)
+		if err != nil {
+			return err
+		}
+		for _, row := range rows {
+			r.redrive(ctx, row)
+		}
+		if len(rows) < r.s.PageSize {
+			return nil
+		}
+		after = rows[len(rows)-1].ID
+	}
+}
+
+// classifyRow names what is wrong with a row, or "".
+func classifyRow(w store.SuspectRow) string {
+	switch {
+	case w.InstanceID != "" && (w.Status == store.StatusStopped || w.Status == store.StatusRemoved || w.Status == store.StatusFailed):
+		return ClassStaleInstanceOnRow
+	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == "discarded":
+		return ClassStoppingDiscarded
+	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == "cancelled":
+		return ClassStoppingCancelled
+	case w.Status == store.StatusStopping && !w.LiveJob:
+		return ClassStoppingWithoutJob
+	case w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob:
+		return ClassStuckProvisioning
+	}
+	return ""
+}
+
+// redrive acts on one suspect row, deciding again under its row lock.
+func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
+	class := classifyRow(row)
+	if class == "" {
+		return
+	}
+	r.found(class, row.ID, row.InstanceID, map[string]any{"status": row.Status, "desired": row.Desired})
+	terminates := class != ClassStuckProvisioning
+	if terminates && !r.take() {
+		return
+	}
+	if !terminates {
+		r.res.Planned++
+	}
+	if r.o.DryRun {
+		return
+	}
+	outcome := ""
+	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
+		cur, err := store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur) != class) {
+			outcome = outChanged
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		outcome, err = r.apply(ctx, tx, class, cur)
+		return err
+	})
+	r.count(outcome, err, "re-drive workspace "+row.ID, terminates)
+}
+
+// apply carries out class's remedy in tx, with a timeline line.
+func (r *run) apply(ctx context.Context, tx pgx.Tx, class string, w store.SuspectRow) (string, error) {
+	ev := store.Event{WorkspaceID: w.ID, Event: obs.EvTerminateRequested, Actor: actorSweep,
+		Fields: map[string]any{"class": class, "from": w.Status, "instance_id": w.InstanceID}}
+	outcome := outEnqueued
+	switch class {
+	case ClassStaleInstanceOnRow:
+		// Keep what was asked (stopped or deleted); a failed row is not
+		// restarted behind its owner's back.
+		desired := store.DesiredStopped
+		if w.Desired == store.DesiredDeleted || w.Status == store.StatusRemoved {
+			desired = store.DesiredDeleted
+		}
+		if err := store.MarkStopping(ctx, tx, w.ID, desired); err != nil {
+			return "", err
+		}
+		ev.Fields["desired"] = desired
+		fallthrough
+	case ClassStoppingWithoutJob:
+		id, err := r.d.Jobs.InsertTerminate(ctx, tx, w.ID)
+		if err != nil {
+			return "", err
+		}
+		ev.JobID = id
+	case ClassStoppingDiscarded, ClassStoppingCancelled:
+		if err := r.d.Jobs.Retry(ctx, tx, w.DeadJobID); err != nil {
+			return "", err
+		}
+		ev.Fields["retried_job_id"] = w.DeadJobID
+		outcome = outRetried
+	case ClassStuckProvisioning:
+		reason := fmt.Sprintf("stuck in provisioning for over %s with no live provision job (marked by the orphan sweep)",
+			r.s.ProvisioningDeadline)
+		ok, err := store.MarkFailed(ctx, tx, w.ID, w.Generation, store.StatusProvisioning, reason)
+		if err != nil || !ok {
+			return outChanged, err
+		}
+		ev.Event, ev.Fields = obs.EvProvisionFailed, map[string]any{"class": class, "error": reason, "generation": w.Generation}
+		outcome = outFailed
+	}
+	return outcome, store.AppendEvent(ctx, tx, ev)
+}
+
+// count tallies a committed action. Actions that did not happen give
+// their termination back to the cap.
+func (r *run) count(outcome string, err error, what string, budgeted bool) {
+	switch {
+	case err != nil:
+		r.failed(what, err)
+	case outcome == outEnqueued:
+		r.res.Enqueued++
+		return
+	case outcome == outRetried:
+		r.res.Retried++
+		return
+	case outcome == outFailed:
+		r.res.MarkedFailed++
+		return
+	case outcome == outChanged:
+		r.res.SkippedChanged++
+	case outcome == outDup:
+		r.res.AlreadyQueued++
+	}
+	if budgeted {
+		r.budget++
+	}
+	r.res.Planned--
+}
