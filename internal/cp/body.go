@@ -15,13 +15,15 @@ const unstructuredPrefix = "<unstructured body"
 // characters removed) or a placeholder naming only the body's size. The raw
 // body is never used: an upstream misconfiguration once echoed request
 // headers, bearer token included, into its error page, and errors end up in
-// logs and in the workspace's last_error.
-func errorField(body []byte) string {
+// logs and in the workspace's last_error. The error field itself can echo
+// them too, so every configured secret in it is replaced before the
+// message is cut (a cut first could leave a secret's prefix behind).
+func errorField(body []byte, secrets ...string) string {
 	var v struct {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(body, &v) == nil {
-		msg := strings.TrimLeft(strings.TrimSpace(stripControl(v.Error)), "<")
+		msg := strings.TrimLeft(strings.TrimSpace(redact(stripControl(v.Error), secrets)), "<")
 		if msg != "" {
 			return truncate(msg, maxMessage)
 		}
@@ -46,4 +48,14 @@ func stripControl(s string) string {
 // leak, and an empty state read as "not running" would restart a workspace.
 func malformed(op string, status int, what string, class Class) *Error {
 	return &Error{Op: op, StatusCode: status, Class: class, Message: what}
+}
+
+// redact replaces every non-empty secret in s.
+func redact(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	return s
 }

@@ -225,7 +225,7 @@ func (c *Client) failure(op string, a answer) *Error {
 	e := &Error{
 		Op:         op,
 		StatusCode: a.status,
-		Message:    errorField(a.body),
+		Message:    errorField(a.body, c.cfg.SharedSecret, c.cfg.AdminToken, c.cfg.AdminAPIKey),
 		RetryAfter: parseRetryAfter(a.header.Get("Retry-After"), c.now()),
 		Class:      classify(op, a.status),
 	}

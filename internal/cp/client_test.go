@@ -620,3 +620,20 @@ func TestErrorField_StripsControlCharacters(t *testing.T) {
 	require.Equal(t, "line1 level=error forged", msg)
 	require.Equal(t, "<unstructured body, 2 bytes>", errorField([]byte(`{}`)))
 }
+
+func TestErrorField_RedactsConfiguredSecrets(t *testing.T) {
+	tests := []struct {
+		name, body string
+	}{
+		{"bearer echoed", `{"error":"bad request: Authorization: Bearer s3cret-shared"}`},
+		{"admin token echoed", `{"error":"token adm-TOKEN-1 not allowed"}`},
+		{"secret past the cap", `{"error":"` + strings.Repeat("x", 190) + `s3cret-shared"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := errorField([]byte(tt.body), "s3cret-shared", "adm-TOKEN-1", "")
+			require.NotContains(t, msg, "s3cret")
+			require.NotContains(t, msg, "adm-TOKEN")
+		})
+	}
+}

@@ -53,7 +53,7 @@ func NewMetrics() *Metrics {
 			Name: "provisioner_orphans_terminated_total", Help: "Stray instances terminated by instance_terminate jobs.",
 		}),
 		SweepsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "provisioner_sweeps_total", Help: "Orphan sweeps by result (ok, breaker_open, cp_unknown, error).",
+			Name: "provisioner_sweeps_total", Help: "Orphan sweeps by result (ok, partial, skipped, breaker_open, cp_unknown, cp_unsupported, error).",
 		}, []string{"result"}),
 		SweepDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "provisioner_sweep_duration_seconds", Help: "Orphan sweep duration.",
