@@ -171,10 +171,3 @@ func (d *Deps) cpRetry(job *rivertype.JobRow, err error) error {
 	}
 	return err
 }
-
-// countOutcome feeds provisioner_jobs_total.
-func (d *Deps) countOutcome(kind, outcome string) {
-	if d.Metrics != nil {
-		d.Metrics.JobsTotal.WithLabelValues(kind, outcome).Inc()
-	}
-}

@@ -184,11 +184,11 @@ func (d *Deps) terminateFailed(ctx context.Context, job *rivertype.JobRow, works
 	if errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	if d.Metrics != nil {
-		d.Metrics.TerminateRetries.Inc()
-	}
 	fields := map[string]any{"error": cause.Error(), "instance_id": instanceID, "max_attempts": job.MaxAttempts}
 	if job.Attempt < job.MaxAttempts {
+		if d.Metrics != nil {
+			d.Metrics.TerminateRetries.Inc()
+		}
 		obs.Event(d.Log, zerolog.WarnLevel, obs.EvTerminateRetry, obs.Fields{
 			WorkspaceID: workspaceID, InstanceID: instanceID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
 		return d.cpRetry(job, cause)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the worker's own series. River exposes no queue metrics, so
@@ -62,7 +63,7 @@ func NewMetrics() *Metrics {
 	}
 	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.OrphansFound,
 		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -1,0 +1,147 @@
+package obs
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/molecule-ai/provision-worker/internal/store"
+)
+
+// DBCollector exports the database-side gauges: jobs by kind and state,
+// the oldest available job's age per kind, workspaces by status and the
+// oldest stopping row's age. It reads the database on its own interval
+// (Run), not on scrape, so a scrape storm or two replicas scraped every
+// second never turn into a query storm, and a slow database never makes
+// /metrics time out.
+//
+// Every known kind × state and every status is exported, zero included:
+// an alert on `provisioner_river_jobs{state="discarded"} > 0` needs the
+// series to exist before the first job dies, or it never fires.
+type DBCollector struct {
+	db    store.DB
+	kinds []string
+
+	mu    sync.Mutex
+	stats store.QueueStats
+	ok    bool
+	at    time.Time
+
+	jobs, oldestAvail, workspaces, oldestStopping, up, readAt *prometheus.Desc
+}
+
+// workspaceStatuses are exported even at zero (see DBCollector).
+var workspaceStatuses = []string{store.StatusProvisioning, store.StatusRunning, store.StatusStopping,
+	store.StatusStopped, store.StatusRemoved, store.StatusFailed}
+
+// NewDBCollector reads db; kinds are the job kinds always exported.
+func NewDBCollector(db store.DB, kinds ...string) *DBCollector {
+	return &DBCollector{
+		db: db, kinds: kinds,
+		jobs: prometheus.NewDesc("provisioner_river_jobs",
+			"River jobs by kind and state, read from the database.", []string{"kind", "state"}, nil),
+		oldestAvail: prometheus.NewDesc("provisioner_oldest_available_job_age_seconds",
+			"Age of the oldest available (runnable, not yet picked up) job per kind; 0 when none waits.", []string{"kind"}, nil),
+		workspaces: prometheus.NewDesc("provisioner_workspaces",
+			"Workspace rows by status.", []string{"status"}, nil),
+		oldestStopping: prometheus.NewDesc("provisioner_oldest_stopping_workspace_age_seconds",
+			"How long the oldest stopping workspace has been stopping; 0 when none is. A stop stuck here may be leaking an instance.", nil, nil),
+		up: prometheus.NewDesc("provisioner_db_stats_up",
+			"1 when the last read of the database gauges succeeded.", nil, nil),
+		readAt: prometheus.NewDesc("provisioner_db_stats_last_success_timestamp_seconds",
+			"Unix time of the last successful read of the database gauges.", nil, nil),
+	}
+}
+
+// Refresh reads the database once. On an error the previous snapshot is
+// kept (stale beats absent for an alert) and provisioner_db_stats_up is 0.
+func (c *DBCollector) Refresh(ctx context.Context) error {
+	s, err := store.ReadQueueStats(ctx, c.db)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ok = err == nil
+	if err != nil {
+		return err
+	}
+	c.stats, c.at = s, time.Now()
+	return nil
+}
+
+// Run refreshes every interval until ctx ends; onErr sees read failures.
+func (c *DBCollector) Run(ctx context.Context, interval time.Duration, onErr func(error)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
+		if err := c.Refresh(rctx); err != nil && ctx.Err() == nil && onErr != nil {
+			onErr(err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *DBCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.jobs, c.oldestAvail, c.workspaces, c.oldestStopping, c.up, c.readAt} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector from the last snapshot.
+func (c *DBCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	s, ok, at := c.stats, c.ok, c.at
+	c.mu.Unlock()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.up, boolFloat(ok))
+	if at.IsZero() {
+		return // never read: export nothing rather than zeros that look true
+	}
+	gauge(c.readAt, float64(at.UnixNano())/1e9)
+	for _, kind := range c.allKinds(s) {
+		for _, st := range rivertype.JobStates() {
+			gauge(c.jobs, float64(s.JobsByKindState[[2]string{kind, string(st)}]), kind, string(st))
+		}
+		gauge(c.oldestAvail, s.OldestAvailableSeconds[kind], kind)
+	}
+	for _, st := range workspaceStatuses {
+		gauge(c.workspaces, float64(s.WorkspacesByStatus[st]), st)
+	}
+	gauge(c.oldestStopping, s.OldestStoppingSeconds)
+}
+
+// allKinds is the configured kinds plus any other kind found in the table
+// (a job of a kind this build does not know is worth seeing).
+func (c *DBCollector) allKinds(s store.QueueStats) []string {
+	seen := map[string]bool{}
+	for _, k := range c.kinds {
+		seen[k] = true
+	}
+	for ks := range s.JobsByKindState {
+		seen[ks[0]] = true
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
