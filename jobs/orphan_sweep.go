@@ -140,11 +140,7 @@ func (j sweepJobs) Retry(ctx context.Context, tx pgx.Tx, jobID int64) error {
 // the leader only (River does that), on start and every Interval, unique
 // by period so a leader restart inside a period does not add a second.
 func addSweep(cfg *river.Config, workers *river.Workers, deps *Deps, s SweepSettings) error {
-	if s.Timeout <= 0 {
-		// Default, but stay below the rescue-after of a fast-retry setup.
-		s.Timeout = min(sweep.DefaultTimeout, cfg.RescueStuckJobsAfter/2)
-	}
-	s = s.WithDefaults()
+	s = s.ForRescueAfter(cfg.RescueStuckJobsAfter).WithDefaults()
 	if err := s.Validate(deps.Settings.ProvisionTimeout, cfg.RescueStuckJobsAfter); err != nil {
 		return fmt.Errorf("sweep settings: %w", err)
 	}

@@ -34,7 +34,7 @@ type Settings struct {
 	DryRun bool
 	// Timeout is the sweep job's River timeout. It must stay below
 	// River's rescue-after, or the rescuer would start a second sweep
-	// beside a slow one.
+	// beside a slow one. Zero derives it (see ForRescueAfter).
 	Timeout time.Duration
 }
 
@@ -55,7 +55,7 @@ func DefaultSettings() Settings {
 	return Settings{
 		Interval: DefaultInterval, Grace: DefaultGrace, MaxTerminations: DefaultMaxTerminations,
 		BreakerShare: DefaultBreakerShare, ProvisioningDeadline: DefaultProvisioningDeadline,
-		PageSize: DefaultPageSize, Timeout: DefaultTimeout,
+		PageSize: DefaultPageSize,
 	}
 }
 
@@ -70,7 +70,6 @@ func (s Settings) WithDefaults() Settings {
 	fill(&s.Interval, d.Interval)
 	fill(&s.Grace, d.Grace)
 	fill(&s.ProvisioningDeadline, d.ProvisioningDeadline)
-	fill(&s.Timeout, d.Timeout)
 	if s.MaxTerminations <= 0 {
 		s.MaxTerminations = d.MaxTerminations
 	}
@@ -91,7 +90,7 @@ const InFlightAttempts = 2
 // Validate checks the settings against the provision job's timeout and
 // River's rescue-after (zero values are checked as their defaults).
 func (s Settings) Validate(provisionTimeout, rescueAfter time.Duration) error {
-	s = s.WithDefaults()
+	s = s.ForRescueAfter(rescueAfter).WithDefaults()
 	var errs []error
 	if minGrace := provisionTimeout * InFlightAttempts; s.Grace <= minGrace {
 		errs = append(errs, fmt.Errorf("sweep grace %s must exceed the provision timeout × %d in-flight attempts (%s)",
@@ -111,4 +110,17 @@ func (s Settings) Validate(provisionTimeout, rescueAfter time.Duration) error {
 			s.ProvisioningDeadline, provisionTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// ForRescueAfter derives a zero Timeout: DefaultTimeout, but below half
+// the rescue-after of a fast-retry setup (tests and chaos runs rescue in
+// seconds).
+func (s Settings) ForRescueAfter(rescueAfter time.Duration) Settings {
+	if s.Timeout <= 0 {
+		s.Timeout = DefaultTimeout
+		if rescueAfter > 0 {
+			s.Timeout = min(DefaultTimeout, rescueAfter/2)
+		}
+	}
+	return s
 }
