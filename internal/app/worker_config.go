@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/molecule-ai/provision-worker/internal/config"
@@ -142,4 +143,24 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// WorkerSettingsTable renders the worker's settings as the README's
+// Markdown table, so the README cannot drift from --help.
+func WorkerSettingsTable() string {
+	var c WorkerConfig
+	set := config.New("worker", func(string) string { return "" })
+	workerSettings(set, &c)
+	var b strings.Builder
+	b.WriteString("| flag | env | default | meaning |\n|---|---|---|---|\n")
+	for _, e := range set.Entries() {
+		def := e[2]
+		if def == "" {
+			def = " "
+		} else {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", e[0], e[1], def, strings.ReplaceAll(e[3], "|", "\\|"))
+	}
+	return b.String()
 }
