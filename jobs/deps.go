@@ -38,6 +38,33 @@ var ErrNotCompleted = errors.New("jobs: job is no longer running; its row change
 // because River had moved the job on (rescued, cancelled, re-run).
 const evJobNotCompleted = "job.not_completed"
 
+// notCompletedError is ErrNotCompleted with the state River reported.
+type notCompletedError struct {
+	state               rivertype.JobState
+	attempt, nowAttempt int
+}
+
+func (e *notCompletedError) Error() string {
+	return fmt.Sprintf("%v (state %s, attempt %d of the job now %d)", ErrNotCompleted, e.state, e.attempt, e.nowAttempt)
+}
+
+func (e *notCompletedError) Is(target error) bool { return target == ErrNotCompleted }
+
+// finalNotCompleted reports whether err is a refused completion of a job
+// that will not run again under this attempt or a newer one (cancelled,
+// discarded, or already completed by a newer attempt).
+func finalNotCompleted(err error) bool {
+	var nc *notCompletedError
+	if !errors.As(err, &nc) {
+		return false
+	}
+	switch nc.state {
+	case rivertype.JobStateCancelled, rivertype.JobStateDiscarded, rivertype.JobStateCompleted:
+		return true
+	}
+	return false
+}
+
 // actorWorker marks timeline lines written by a worker.
 const actorWorker = "worker"
 
@@ -116,7 +143,7 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 		// (or completed) under a newer attempt: completing it here would
 		// commit this stale attempt's change and cut the newer one off.
 		if done.State != rivertype.JobStateCompleted || done.Attempt != job.Attempt {
-			return fmt.Errorf("%w (state %s, attempt %d of the job now %d)", ErrNotCompleted, done.State, job.Attempt, done.Attempt)
+			return &notCompletedError{state: done.State, attempt: job.Attempt, nowAttempt: done.Attempt}
 		}
 		return nil
 	})
