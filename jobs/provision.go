@@ -74,7 +74,11 @@ func (w *ProvisionWorker) skip(job *river.Job[ProvisionArgs], ws store.Workspace
 // attempt may have launched one whose answer was lost), else asks the CP
 // to launch with the generation's frozen request and idempotency key.
 func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace) (cp.Instance, bool, error) {
-	if job.Attempt > 1 {
+	// River hands a job interrupted by shutdown (or snoozed) back with its
+	// attempt number unchanged, but its attempted_by still grows with each
+	// fetch: a re-fetched first attempt may have launched before it was
+	// cancelled, and a CP that ignores Idempotency-Key would launch twice.
+	if job.Attempt > 1 || len(job.AttemptedBy) > 1 {
 		inst, found, err := w.adoptable(ctx, ws.ID)
 		switch {
 		case errors.Is(err, cp.ErrListUnsupported):
@@ -127,6 +131,38 @@ func (w *ProvisionWorker) adoptable(ctx context.Context, workspaceID string) (cp
 // hands it to an instance_terminate job, all in the completing
 // transaction (invariants 0 and 3).
 func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
+	err := w.recordTx(ctx, job, inst, adopted)
+	if finalNotCompleted(err) {
+		// The job was cancelled, discarded or finished by a newer attempt
+		// while the CP answered: the rolled-back change was this
+		// instance's only owner, so give it one now (invariant 0). A job
+		// that is merely retryable is left alone: its retry adopts it.
+		return errors.Join(err, w.orphanIfUnrecorded(ctx, job, inst))
+	}
+	return err
+}
+
+// orphanIfUnrecorded hands inst to an instance_terminate unless its row
+// holds it, under the row lock recording takes.
+func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
+	var t timeline
+	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
+		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if cur.InstanceID == inst.InstanceID {
+			return nil
+		}
+		return w.handOff(ctx, tx, &t, job, cur, inst)
+	})
+	if err == nil {
+		t.log(w.deps.Log)
+	}
+	return err
+}
+
+func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
 	a := job.Args
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
 		cur, err := store.Lock(ctx, tx, a.WorkspaceID)

@@ -84,7 +84,12 @@ func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req Provis
 	case ws.Status == store.StatusRunning:
 		return Result{Action: ActionNoop, Workspace: ws}, nil
 	case ws.Status == store.StatusStopping:
-		// The terminate's completion starts the next generation.
+		// The terminate's completion starts the next generation, with
+		// what this request asks for: nothing provisions this row's
+		// current generation any more, so its frozen request may change.
+		if err := updateSpec(ctx, tx, ws, req); err != nil {
+			return Result{}, err
+		}
 		return afterStop(ctx, tx, client, ws, store.DesiredRunning)
 	case ws.Status == store.StatusFailed && ws.InstanceID != "":
 		// Terminate first: a provision never overwrites a recorded id.
@@ -110,7 +115,8 @@ func createWorkspace(ctx context.Context, tx pgx.Tx, client *Client, req Provisi
 	return enqueueProvision(ctx, tx, client, ws, req, ActionCreated)
 }
 
-func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest) (Result, error) {
+// specFor is ws's request with req's non-empty values over it.
+func specFor(ws store.Workspace, req ProvisionRequest) store.Spec {
 	spec := store.Spec{Runtime: ws.Runtime, Tier: ws.Tier, PlatformURL: ws.PlatformURL}
 	if req.Runtime != "" {
 		spec.Runtime = req.Runtime
@@ -121,6 +127,23 @@ func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Wor
 	if req.PlatformURL != "" {
 		spec.PlatformURL = req.PlatformURL
 	}
+	return spec
+}
+
+// updateSpec stores req's values (and env) for the next generation of a
+// stopping row.
+func updateSpec(ctx context.Context, tx pgx.Tx, ws store.Workspace, req ProvisionRequest) error {
+	if err := store.SetSpec(ctx, tx, ws.ID, specFor(ws, req)); err != nil {
+		return err
+	}
+	if req.Env == nil {
+		return nil
+	}
+	return store.SetEnv(ctx, tx, ws.ID, req.Env)
+}
+
+func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest) (Result, error) {
+	spec := specFor(ws, req)
 	next, err := store.StartGeneration(ctx, tx, ws.ID, ws.Generation, store.NewNonce(), &spec)
 	if err != nil {
 		return Result{}, err
@@ -194,7 +217,7 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 	if restart { // stopped, removed, or failed without an instance
 		return RequestProvision(ctx, tx, client, ProvisionRequest{WorkspaceID: id, Actor: actor})
 	}
-	if ws.Status == store.StatusFailed || (desired == store.DesiredDeleted && ws.Status == store.StatusStopped) {
+	if ws.Status == store.StatusFailed {
 		if err := store.MarkStoppedNoInstance(ctx, tx, id, desired); err != nil {
 			return Result{}, err
 		}
@@ -208,7 +231,10 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 // Provisions never attempted are cancelled: they cannot have launched
 // anything. Attempted ones may have, so the terminate waits for them.
 func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired, actor string) (Result, error) {
-	live, err := store.LiveJobs(ctx, tx, KindProvision, ws.ID)
+	// Locked, so no worker can fetch one between this read and its
+	// cancel (River fetches with SKIP LOCKED): a provision cancelled just
+	// after it started would have its CP call cut off mid-flight.
+	live, err := store.LockLiveJobs(ctx, tx, KindProvision, ws.ID)
 	if err != nil {
 		return Result{}, err
 	}

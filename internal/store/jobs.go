@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // JobRef is the part of a River job row the state machine decides on.
@@ -23,6 +25,15 @@ func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, e
 		SELECT id, kind, state::text, attempt FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, kind, workspaceID)
+}
+
+// LockLiveJobs is LiveJobs under FOR UPDATE: River fetches with SKIP
+// LOCKED, so until the caller's transaction ends no worker starts them.
+func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]JobRef, error) {
+	return queryJobs(ctx, tx, `
+		SELECT id, kind, state::text, attempt FROM river_job
+		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
+			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, workspaceID)
 }
 
 // LiveInstanceTerminates lists live instance_terminate jobs for one

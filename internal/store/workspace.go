@@ -142,6 +142,16 @@ func StartGeneration(ctx context.Context, tx pgx.Tx, id string, fromGen int64, n
 		id, fromGen, nonce, runtime, tier, platformURL))
 }
 
+// SetSpec replaces the frozen request a row's next generation will use.
+func SetSpec(ctx context.Context, tx pgx.Tx, id string, spec Spec) error {
+	_, err := tx.Exec(ctx, `UPDATE workspaces SET runtime = $2, tier = $3, platform_url = $4, updated_at = now() WHERE id = $1`,
+		id, spec.Runtime, spec.Tier, spec.PlatformURL)
+	if err != nil {
+		return fmt.Errorf("store: set spec: %w", err)
+	}
+	return nil
+}
+
 // SetEnv stores the env map beside the row. It is read by the worker at
 // call time and never copied into job args, events or logs.
 func SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) error {
