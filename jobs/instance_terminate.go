@@ -37,6 +37,9 @@ func (w *InstanceTerminateWorker) NextRetry(job *river.Job[InstanceTerminateArgs
 // Work runs one attempt.
 func (w *InstanceTerminateWorker) Work(ctx context.Context, job *river.Job[InstanceTerminateArgs]) error {
 	a := job.Args
+	if err := badArgs(a.WorkspaceID, a.InstanceID); err != nil {
+		return err
+	}
 	owned, err := w.recorded(ctx, a)
 	if err != nil {
 		return err

@@ -38,6 +38,9 @@ func (w *ProvisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
 
 // Work runs one attempt.
 func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
+	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
+		return err
+	}
 	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !provisionPending(ws, job.Args)) {
 		w.skip(job, ws)

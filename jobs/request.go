@@ -196,6 +196,9 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 	if err := validateWorkspaceID(id); err != nil {
 		return Result{}, err
 	}
+	if err := validateActor(actor); err != nil {
+		return Result{}, err
+	}
 	ws, err := store.Lock(ctx, tx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return Result{}, fmt.Errorf("%w %s", ErrUnknownWorkspace, id)

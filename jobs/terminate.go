@@ -38,6 +38,9 @@ func (w *TerminateWorker) NextRetry(job *river.Job[TerminateArgs]) time.Time {
 
 // Work runs one attempt.
 func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs]) error {
+	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
+		return err
+	}
 	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && ws.Status != store.StatusStopping) {
 		return nil // nothing to stop: the row is not stopping

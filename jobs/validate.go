@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/riverqueue/river"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
 )
@@ -27,6 +30,7 @@ const (
 	maxURLLen      = 2048
 	maxEnvEntries  = 256
 	maxEnvValueLen = 32 << 10
+	maxActorLen    = 128
 )
 
 var (
@@ -57,12 +61,30 @@ func (r ProvisionRequest) validate() error {
 	}
 	if r.PlatformURL != "" {
 		u, err := url.Parse(r.PlatformURL)
-		if err != nil || len(r.PlatformURL) > maxURLLen || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		// Invalid UTF-8 passes url.Parse but Postgres text refuses it,
+		// breaking the caller's transaction instead of answering "bad input".
+		if err != nil || len(r.PlatformURL) > maxURLLen || !utf8.ValidString(r.PlatformURL) ||
+			(u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return invalid("platform url must be an absolute http(s) URL of at most %d characters", maxURLLen)
 		}
 	}
+	if err := validateActor(r.Actor); err != nil {
+		return err
+	}
 	return validateEnv(r.Env)
 }
+
+// validateActor keeps the timeline's actor column writable: a NUL or
+// invalid UTF-8 would break the caller's transaction, and an unbounded
+// value would be copied into every event of the request.
+func validateActor(actor string) error {
+	if len(actor) > maxActorLen || !utf8.ValidString(actor) || strings.ContainsFunc(actor, isControl) {
+		return invalid("actor must be at most %d bytes of UTF-8 without control characters", maxActorLen)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func validateEnv(env map[string]string) error {
 	if len(env) > maxEnvEntries {
@@ -72,9 +94,11 @@ func validateEnv(env map[string]string) error {
 		if !envKeyPattern.MatchString(k) {
 			return invalid("env key %q must match %s", truncate(k, 64), envKeyPattern)
 		}
-		// Values are never echoed: they may be secrets.
-		if len(v) > maxEnvValueLen || strings.ContainsRune(v, 0) {
-			return invalid("env %s: value must be at most %d bytes and hold no NUL", k, maxEnvValueLen)
+		// Values are never echoed: they may be secrets. Invalid UTF-8
+		// would not fail: jsonb encoding would silently store U+FFFD
+		// instead of what the caller sent.
+		if len(v) > maxEnvValueLen || strings.ContainsRune(v, 0) || !utf8.ValidString(v) {
+			return invalid("env %s: value must be at most %d bytes of UTF-8 and hold no NUL", k, maxEnvValueLen)
 		}
 	}
 	return nil
@@ -85,4 +109,18 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// badArgs checks ids decoded from a job's args (a hand-inserted job, or a
+// row edited in River UI). Ids of the wrong shape name no workspace and no
+// instance, so the job is cancelled rather than retried for days against
+// a Postgres cast or the CP client's own refusal.
+func badArgs(workspaceID, instanceID string) error {
+	if !cp.ValidWorkspaceID(workspaceID) {
+		return river.JobCancel(invalid("job args: workspace id must be a UUID"))
+	}
+	if instanceID != "" && !cp.ValidInstanceID(instanceID) {
+		return river.JobCancel(invalid("job args: instance id must match i-[0-9a-f]{8,17}"))
+	}
+	return nil
 }

@@ -98,10 +98,7 @@ func parseCmd(cli CLI, set *config.Set, c *common, args []string, usage string) 
 	if set.FlagSet().NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", config.ErrUsage, set.FlagSet().Arg(0))
 	}
-	if c.DatabaseURL == "" {
-		return fmt.Errorf("%w: DATABASE_URL is required (a Postgres URL)", config.ErrUsage)
-	}
-	return nil
+	return checkDatabaseURL(c.DatabaseURL)
 }
 
 // withTx opens the database, runs fn in one transaction with an

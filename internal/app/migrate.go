@@ -27,8 +27,8 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := set.Parse(args[1:]); err != nil {
 		return err
 	}
-	if dbURL == "" {
-		return fmt.Errorf("%w: DATABASE_URL is required (a Postgres URL)", config.ErrUsage)
+	if err := checkDatabaseURL(dbURL); err != nil {
+		return err
 	}
 	if cmd != "up" && cmd != "down" && cmd != "status" {
 		return fmt.Errorf("%w: unknown migrate command %q (want up, down or status)", config.ErrUsage, cmd)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/molecule-ai/provision-worker/internal/config"
 	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/jobs"
@@ -82,8 +84,8 @@ func ParseWorker(args []string, getenv func(string) string) (WorkerConfig, error
 }
 
 func (c *WorkerConfig) check(getenv func(string) string) error {
-	if c.DatabaseURL == "" {
-		return fmt.Errorf("%w: DATABASE_URL is required (a Postgres URL)", config.ErrUsage)
+	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("%w: WORKER_HTTP_ADDR: want host:port, got %q", config.ErrUsage, c.HTTPAddr)
@@ -163,4 +165,17 @@ func WorkerSettingsTable() string {
 		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", e[0], e[1], def, strings.ReplaceAll(e[3], "|", "\\|"))
 	}
 	return b.String()
+}
+
+// checkDatabaseURL refuses a missing or malformed DATABASE_URL before
+// anything starts (exit 2), instead of failing on first use (exit 1).
+// pgx's own message is not shown: it may quote the password.
+func checkDatabaseURL(raw string) error {
+	if raw == "" {
+		return fmt.Errorf("%w: DATABASE_URL is required (a Postgres URL)", config.ErrUsage)
+	}
+	if _, err := pgxpool.ParseConfig(raw); err != nil {
+		return fmt.Errorf("%w: DATABASE_URL: want a Postgres URL like postgres://user@host:5432/db", config.ErrUsage)
+	}
+	return nil
 }

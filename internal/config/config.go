@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -98,13 +99,38 @@ func (s *Set) Parse(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %s", ErrUsage, err)
+		return fmt.Errorf("%w: %s", ErrUsage, dropFlagValue(err.Error()))
 	}
 	if len(s.errs) > 0 {
-		return errors.Join(s.errs...)
+		return oneLine(s.errs)
 	}
 	return nil
 }
+
+// flagValueQuote matches the flag package's `invalid value "…" for flag
+// -name: ` (and its boolean variant).
+var flagValueQuote = regexp.MustCompile(`^invalid (?:boolean )?value "(?:[^"\\]|\\.)*" for (?:flag )?(-\S+): `)
+
+// dropFlagValue removes the value the flag package quotes in its error: a
+// flag may carry a secret (enqueue's --env K=V), and the message goes to
+// stderr and CI logs. The flag's name and the expected form remain.
+func dropFlagValue(msg string) string {
+	return flagValueQuote.ReplaceAllString(msg, "flag $1: ")
+}
+
+// oneLine joins several setting errors on one line (errors.Join uses
+// newlines, and callers print the error as a single stderr line).
+type oneLine []error
+
+func (e oneLine) Error() string {
+	parts := make([]string, len(e))
+	for i, err := range e {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e oneLine) Unwrap() []error { return e }
 
 // Usage writes every setting with its flag, env var and default.
 func (s *Set) Usage(w io.Writer) {

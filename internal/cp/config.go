@@ -96,7 +96,8 @@ func checkBaseURL(raw string) error {
 			// url.Parse's message quotes the input, which may hold credentials.
 			return errors.New("want an absolute http(s) URL, got an unparseable value")
 		}
-		u.User = nil // a token in user info must not reach the error
+		// A token in user info or in the query must not reach the error.
+		u.User, u.RawQuery, u.Fragment = nil, "", ""
 		return fmt.Errorf("want an absolute http(s) URL without query or credentials, got %q", u.String())
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -103,7 +104,7 @@ func parseProvision(workspaceID string, body []byte) (Instance, error) {
 	if !ValidInstanceID(out.InstanceID) {
 		return Instance{}, malformed(opProvision, http.StatusCreated, "invalid instance id from CP", ClassPermanent)
 	}
-	inst := Instance{WorkspaceID: workspaceID, InstanceID: out.InstanceID, State: out.State, PrivateIP: out.PrivateIP}
+	inst := Instance{WorkspaceID: workspaceID, InstanceID: out.InstanceID, State: cleanState(out.State), PrivateIP: out.PrivateIP}
 	// launched_at is not part of the provision contract; use it when present.
 	inst.LaunchedAt, _ = time.Parse(time.RFC3339Nano, out.LaunchedAt)
 	return inst, nil
@@ -232,10 +233,11 @@ func parsePage(a answer, opts ListOptions) (Page, error) {
 	if json.Unmarshal(a.body, &out) != nil || out.Instances == nil {
 		return Page{}, malformed(opList, a.status, "malformed list body", ClassRetry)
 	}
-	for _, in := range *out.Instances {
+	for i, in := range *out.Instances {
 		if msg := checkListed(in, opts.WorkspaceID); msg != "" {
 			return Page{}, malformed(opList, a.status, msg, ClassRetry)
 		}
+		(*out.Instances)[i].State = cleanState(in.State)
 	}
 	if out.NextCursor != "" && out.NextCursor == opts.Cursor {
 		return Page{}, malformed(opList, a.status, "list cursor did not advance", ClassRetry)
@@ -244,6 +246,20 @@ func parsePage(a answer, opts ListOptions) (Page, error) {
 }
 
 // checkListed returns why a listed instance cannot be trusted, or "".
+// statePattern is the shape of every EC2 state name.
+var statePattern = regexp.MustCompile(`^[a-z][a-z-]{0,31}$`)
+
+// cleanState replaces a state that is not a state name with "unknown"
+// (which counts as live, the safe direction). The state ends up in jsonb
+// events, and Postgres refuses a NUL there: a 201 carrying one once made
+// every attempt's recording roll back, leaving its instance unowned.
+func cleanState(s string) string {
+	if s == "" || statePattern.MatchString(s) {
+		return s
+	}
+	return "unknown"
+}
+
 func checkListed(in Instance, filter string) string {
 	switch {
 	case !ValidWorkspaceID(in.WorkspaceID):
