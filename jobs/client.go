@@ -69,12 +69,17 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, err
 		QueueTerminate: {MaxWorkers: opts.TerminateWorkers},
 	}
 	cfg := &river.Config{
-		ID:                          opts.ID,
-		Queues:                      queues,
-		Workers:                     workers,
-		Hooks:                       []rivertype.Hook{&budgetHook{settings: deps.Settings}},
-		FetchCooldown:               opts.FetchCooldown,
-		FetchPollInterval:           opts.FetchPollInterval,
+		ID:                opts.ID,
+		Queues:            queues,
+		Workers:           workers,
+		Hooks:             []rivertype.Hook{&budgetHook{settings: deps.Settings}},
+		FetchCooldown:     opts.FetchCooldown,
+		FetchPollInterval: opts.FetchPollInterval,
+		// River's client-wide JobTimeout (default 1 min) must not exceed
+		// RescueStuckJobsAfter, so without this a RESCUE_AFTER under a
+		// minute (crash recovery in seconds) refused to start. Each kind
+		// still sets its own Timeout.
+		JobTimeout:                  max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout),
 		RescueStuckJobsAfter:        opts.RescueAfter,
 		DiscardedJobRetentionPeriod: opts.DiscardedRetention,
 		Logger:                      opts.Logger,
