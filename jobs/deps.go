@@ -83,15 +83,25 @@ type timelineLine struct {
 
 // add writes ev in tx and queues its log line.
 func (t *timeline) add(ctx context.Context, tx store.DB, level zerolog.Level, ev store.Event) error {
-	if ev.Actor == "" {
-		ev.Actor = actorWorker
-	}
+	ev = withActor(ev)
 	if err := store.AppendEvent(ctx, tx, ev); err != nil {
 		return err
 	}
-	inst, _ := ev.Fields["instance_id"].(string)
-	t.lines = append(t.lines, timelineLine{level: level, ev: ev, inst: inst})
+	t.queue(level, ev)
 	return nil
+}
+
+// queue queues the log line of an event a combined statement wrote.
+func (t *timeline) queue(level zerolog.Level, ev store.Event) {
+	inst, _ := ev.Fields["instance_id"].(string)
+	t.lines = append(t.lines, timelineLine{level: level, ev: withActor(ev), inst: inst})
+}
+
+func withActor(ev store.Event) store.Event {
+	if ev.Actor == "" {
+		ev.Actor = actorWorker
+	}
+	return ev
 }
 
 // log writes the queued lines; call it after the commit.

@@ -41,29 +41,24 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
 		return err
 	}
-	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !provisionPending(ws, job.Args)) {
+	a := job.Args
+	start := withActor(jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionStart, map[string]any{"generation": a.Generation}))
+	ws, env, pending, err := store.StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !pending) {
 		w.skip(job, ws)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := w.deps.note(ctx, zerolog.InfoLevel, jobEvent(job.JobRow, ws.ID, obs.EvProvisionStart,
-		map[string]any{"generation": ws.Generation})); err != nil {
-		return err
-	}
-	inst, adopted, err := w.launch(ctx, job, ws)
+	var t timeline
+	t.queue(zerolog.InfoLevel, start)
+	t.log(w.deps.Log)
+	inst, adopted, err := w.launch(ctx, job, ws, env)
 	if err != nil {
 		return w.failed(ctx, job, ws, err)
 	}
 	return w.record(ctx, job, inst, adopted)
-}
-
-// provisionPending: the row still waits for this job's generation.
-func provisionPending(ws store.Workspace, a ProvisionArgs) bool {
-	return ws.Generation == a.Generation && ws.Nonce == a.Nonce &&
-		ws.Status == store.StatusProvisioning && ws.InstanceID == ""
 }
 
 func (w *ProvisionWorker) skip(job *river.Job[ProvisionArgs], ws store.Workspace) {
@@ -76,7 +71,7 @@ func (w *ProvisionWorker) skip(job *river.Job[ProvisionArgs], ws store.Workspace
 // launch adopts a live instance when this is a retry (the previous
 // attempt may have launched one whose answer was lost), else asks the CP
 // to launch with the generation's frozen request and idempotency key.
-func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace) (cp.Instance, bool, error) {
+func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace, env map[string]string) (cp.Instance, bool, error) {
 	// River hands a job interrupted by shutdown (or snoozed) back with its
 	// attempt number unchanged, but its attempted_by still grows with each
 	// fetch: a re-fetched first attempt may have launched before it was
@@ -94,10 +89,6 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 		case found:
 			return inst, true, nil
 		}
-	}
-	env, err := store.Env(ctx, w.deps.Pool, ws.ID)
-	if err != nil {
-		return cp.Instance{}, false, err
 	}
 	inst, err := w.deps.CP.Start(ctx, cp.ProvisionRequest{
 		WorkspaceID: ws.ID, Runtime: ws.Runtime, Tier: ws.Tier, PlatformURL: ws.PlatformURL, Env: env,
@@ -168,32 +159,30 @@ func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job
 func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
 	a := job.Args
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
-		cur, err := store.Lock(ctx, tx, a.WorkspaceID)
+		cur, condemned, err := store.LockForRecord(ctx, tx, a.WorkspaceID, inst.InstanceID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		if cur.InstanceID == inst.InstanceID {
 			return nil // already ours (a twin attempt recorded it)
 		}
-		condemned, err := store.LiveInstanceTerminates(ctx, tx, inst.InstanceID)
-		if err != nil {
-			return err
+		name := obs.EvProvisionStarted
+		if adopted {
+			name = obs.EvProvisionAdopted
 		}
+		ev := withActor(jobEvent(job.JobRow, a.WorkspaceID, name, map[string]any{
+			"instance_id": inst.InstanceID, "state": inst.State, "generation": a.Generation}))
 		recorded := false
-		if len(condemned) == 0 && cur.Nonce == a.Nonce {
-			if recorded, err = store.RecordInstance(ctx, tx, a.WorkspaceID, a.Generation, inst.InstanceID); err != nil {
+		if !condemned && cur.Nonce == a.Nonce {
+			if recorded, err = store.RecordInstanceWithEvent(ctx, tx, a.WorkspaceID, a.Generation, inst.InstanceID, ev); err != nil {
 				return err
 			}
 		}
 		if !recorded {
 			return w.handOff(ctx, tx, t, job, cur, inst)
 		}
-		name := obs.EvProvisionStarted
-		if adopted {
-			name = obs.EvProvisionAdopted
-		}
-		return t.add(ctx, tx, zerolog.InfoLevel, jobEvent(job.JobRow, a.WorkspaceID, name, map[string]any{
-			"instance_id": inst.InstanceID, "state": inst.State, "generation": a.Generation}))
+		t.queue(zerolog.InfoLevel, ev)
+		return nil
 	})
 }
 

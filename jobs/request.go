@@ -70,11 +70,16 @@ func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req Provis
 	if err := req.validate(); err != nil {
 		return Result{}, err
 	}
-	ws, err := store.Lock(ctx, tx, req.WorkspaceID)
-	if errors.Is(err, store.ErrNotFound) {
-		return createWorkspace(ctx, tx, client, req)
-	}
+	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
+	ws, created, err := store.Create(ctx, tx, w, req.Env)
 	if err != nil {
+		return Result{}, err
+	}
+	if created {
+		return enqueueProvision(ctx, tx, client, ws, req, ActionCreated)
+	}
+	// It exists (or a concurrent request just created it): decide under its lock.
+	if ws, err = store.Lock(ctx, tx, req.WorkspaceID); err != nil {
 		return Result{}, err
 	}
 	switch {
@@ -96,23 +101,6 @@ func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req Provis
 		return beginStop(ctx, tx, client, ws, store.DesiredRunning, req.Actor)
 	}
 	return nextGeneration(ctx, tx, client, ws, req)
-}
-
-func createWorkspace(ctx context.Context, tx pgx.Tx, client *Client, req ProvisionRequest) (Result, error) {
-	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
-	created, err := store.Create(ctx, tx, w)
-	if err != nil {
-		return Result{}, err
-	}
-	if !created {
-		// A concurrent request created it first; decide again under its lock.
-		return RequestProvision(ctx, tx, client, req)
-	}
-	ws, err := store.Lock(ctx, tx, req.WorkspaceID)
-	if err != nil {
-		return Result{}, err
-	}
-	return enqueueProvision(ctx, tx, client, ws, req, ActionCreated)
 }
 
 // specFor is ws's request with req's non-empty values over it.
@@ -152,7 +140,7 @@ func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Wor
 }
 
 func enqueueProvision(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest, action string) (Result, error) {
-	if req.Env != nil || action == ActionCreated {
+	if req.Env != nil && action != ActionCreated { // Create stored it
 		if err := store.SetEnv(ctx, tx, ws.ID, req.Env); err != nil {
 			return Result{}, err
 		}

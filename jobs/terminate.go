@@ -112,16 +112,17 @@ func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateAr
 		if cur.Status != store.StatusStopping || cur.InstanceID != stoppedID {
 			return fmt.Errorf("workspace %s changed during terminate (status %s)", id, cur.Status)
 		}
-		stopped := jobEvent(job.JobRow, id, obs.EvProvisionStopped, map[string]any{"instance_id": stoppedID, "desired": cur.Desired})
-		if err := t.add(ctx, tx, zerolog.InfoLevel, stopped); err != nil {
-			return err
-		}
+		stopped := withActor(jobEvent(job.JobRow, id, obs.EvProvisionStopped, map[string]any{"instance_id": stoppedID, "desired": cur.Desired}))
 		if cur.Desired == store.DesiredRunning {
+			if err := t.add(ctx, tx, zerolog.InfoLevel, stopped); err != nil {
+				return err
+			}
 			return w.restart(ctx, tx, t, job, cur)
 		}
-		if ok, err := store.MarkStopped(ctx, tx, id, stoppedID); err != nil || !ok {
+		if ok, err := store.MarkStoppedWithEvent(ctx, tx, id, stoppedID, stopped); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("workspace %s: mark stopped matched no row", id))
 		}
+		t.queue(zerolog.InfoLevel, stopped)
 		return nil
 	})
 }

@@ -22,19 +22,11 @@ type Event struct {
 // AppendEvent writes ev in tx, the same transaction as the state change it
 // describes, so the timeline never shows a change that rolled back.
 func AppendEvent(ctx context.Context, db DB, ev Event) error {
-	fields := ev.Fields
-	if fields == nil {
-		fields = map[string]any{}
-	}
-	b, err := json.Marshal(fields)
+	b, err := encodeFields(ev.Fields)
 	if err != nil {
-		return fmt.Errorf("store: encode event fields: %w", err)
+		return err
 	}
-	var jobID *int64
-	var attempt *int
-	if ev.JobID != 0 {
-		jobID, attempt = &ev.JobID, &ev.Attempt
-	}
+	jobID, attempt := jobRef(ev)
 	_, err = db.Exec(ctx, `
 		INSERT INTO workspace_events (workspace_id, event, job_id, attempt, actor, fields)
 		VALUES ($1, $2, $3, $4, $5, $6)`,

@@ -99,18 +99,35 @@ func NewNonce() string {
 	return hex.EncodeToString(b)
 }
 
-// Create inserts a new row at generation 1 in status provisioning. It
-// reports false when the row already exists (a concurrent request won).
-func Create(ctx context.Context, tx pgx.Tx, w Workspace) (bool, error) {
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO workspaces (id, status, desired_state, generation, provision_nonce, runtime, tier, platform_url)
-		VALUES ($1, 'provisioning', 'running', 1, $2, $3, $4, $5)
-		ON CONFLICT (id) DO NOTHING`,
-		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL)
-	if err != nil {
-		return false, fmt.Errorf("store: create workspace: %w", err)
+// Create inserts a new row at generation 1 in status provisioning, with
+// its env, in one statement (a handler's transaction pays one round trip
+// for both). It reports false, and no row, when the row already exists.
+func Create(ctx context.Context, tx pgx.Tx, w Workspace, env map[string]string) (Workspace, bool, error) {
+	if env == nil {
+		env = map[string]string{}
 	}
-	return tag.RowsAffected() == 1, nil
+	b, err := json.Marshal(env)
+	if err != nil {
+		return Workspace{}, false, fmt.Errorf("store: encode env: %w", err)
+	}
+	created, err := scanWorkspace(tx.QueryRow(ctx, `
+		WITH ws AS (
+			INSERT INTO workspaces (id, status, desired_state, generation, provision_nonce, runtime, tier, platform_url)
+			VALUES ($1, 'provisioning', 'running', 1, $2, $3, $4, $5)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING `+workspaceColumns+`
+		), env AS (
+			INSERT INTO workspace_env (workspace_id, env) SELECT id::uuid, $6 FROM ws
+		)
+		SELECT * FROM ws`,
+		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL, b))
+	if errors.Is(err, ErrNotFound) {
+		return Workspace{}, false, nil
+	}
+	if err != nil {
+		return Workspace{}, false, fmt.Errorf("store: create workspace: %w", err)
+	}
+	return created, true, nil
 }
 
 // Spec is the frozen request of a generation: what the CP is asked to run.
@@ -188,16 +205,19 @@ func Env(ctx context.Context, db DB, id string) (map[string]string, error) {
 	return env, nil
 }
 
-// RecordInstance moves a provisioning row of generation gen to running
-// with the instance the CP launched. It never overwrites a recorded id:
-// it reports false when the row moved on, so the caller hands the
-// instance to an instance_terminate job instead (invariant 0).
-func RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen int64, instanceID string) (bool, error) {
-	tag, err := tx.Exec(ctx, `
+// recordInstanceSQL moves a provisioning row of generation $2 to running
+// with instance $3. It never overwrites a recorded id: it matches no row
+// when the row moved on, so the caller hands the instance to an
+// instance_terminate job instead (invariant 0).
+const recordInstanceSQL = `
 		UPDATE workspaces SET instance_id = $3, status = 'running', last_error = NULL,
 			updated_at = now(), status_changed_at = now()
-		WHERE id = $1 AND generation = $2 AND status = 'provisioning' AND instance_id IS NULL`,
-		id, gen, instanceID)
+		WHERE id = $1 AND generation = $2 AND status = 'provisioning' AND instance_id IS NULL
+		RETURNING id`
+
+// RecordInstance runs recordInstanceSQL, reporting whether it matched.
+func RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen int64, instanceID string) (bool, error) {
+	tag, err := tx.Exec(ctx, recordInstanceSQL, id, gen, instanceID)
 	if err != nil {
 		return false, fmt.Errorf("store: record instance: %w", err)
 	}
@@ -238,23 +258,17 @@ func SetDesired(ctx context.Context, tx pgx.Tx, id, desired string) error {
 	return nil
 }
 
-// MarkStopped finishes a stop: a stopping row whose instance is confirmed
-// gone becomes stopped (or removed when it was deleted) with no instance.
-// instanceID is the id the terminate confirmed gone ("" when none was
+// markStoppedSQL finishes a stop: a stopping row whose instance is
+// confirmed gone becomes stopped (or removed when it was deleted) with no
+// instance. $2 is the id the terminate confirmed gone ("" when none was
 // recorded); the update is conditional on it so a row that changed under
 // the job is left alone.
-func MarkStopped(ctx context.Context, tx pgx.Tx, id, instanceID string) (bool, error) {
-	tag, err := tx.Exec(ctx, `
+const markStoppedSQL = `
 		UPDATE workspaces SET
 			status = CASE WHEN desired_state = 'deleted' THEN 'removed' ELSE 'stopped' END,
 			instance_id = NULL, last_error = NULL, updated_at = now(), status_changed_at = now()
-		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2`,
-		id, instanceID)
-	if err != nil {
-		return false, fmt.Errorf("store: mark stopped: %w", err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
+		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2
+		RETURNING id`
 
 // MarkStoppedNoInstance stops a failed row that never got an instance:
 // nothing runs, so no CP call is needed.

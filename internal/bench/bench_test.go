@@ -1,0 +1,108 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/molecule-ai/provision-worker/internal/bench"
+	"github.com/molecule-ai/provision-worker/internal/testdb"
+)
+
+// expectedLines pins every line `make bench` prints: docs/benchmarks.md and
+// anyone diffing two runs rely on the names.
+var expectedLines = []string{
+	"enqueue_row_only_p50", "enqueue_row_only_p99", "enqueue_row_river_p50", "enqueue_row_river_p99",
+	"enqueue_row_change_p50", "enqueue_row_change_p99", "enqueue_request_p50", "enqueue_request_p99", "enqueue_overhead_ratio_p50", "enqueue_overhead_ratio_p99",
+	"enqueue_vs_bare_row_ratio_p50", "enqueue_vs_river_ratio_p50", "enqueue_row_only_queries", "enqueue_row_river_queries",
+	"enqueue_row_change_queries", "enqueue_request_queries",
+	"bulk_enqueue_seconds", "bulk_enqueue_rows_jobs_per_s", "bulk_row_river_per_s",
+	"bulk_enqueue_vs_river_ratio", "bulk_river_insertmany_jobs_per_s",
+	"throughput_bare_river_jobs_per_s", "throughput_worker_jobs_per_s", "throughput_ratio",
+	"throughput_bare_river_queries_per_job", "throughput_worker_queries_per_job",
+	"pickup_prod_p50", "pickup_prod_p99", "pickup_prod_idle_queries_per_s",
+	"pickup_river_defaults_p50", "pickup_river_defaults_p99", "pickup_river_defaults_idle_queries_per_s",
+	"pickup_poll20ms_p50", "pickup_poll20ms_p99", "pickup_poll20ms_idle_queries_per_s",
+	"pickup_prod_20rps_p50", "pickup_prod_20rps_p99",
+	"slow_cp_makespan_s", "slow_cp_ideal_s", "slow_cp_makespan_ratio",
+	"sweep_seconds", "sweep_peak_heap_mb", "sweep_process_peak_heap_mb", "sweep_orphans_found",
+}
+
+func testSource(t *testing.T) bench.DBSource {
+	return func(ctx context.Context) (*pgxpool.Pool, error) {
+		pool, _ := testdb.NewPool(t)
+		return pool, nil
+	}
+}
+
+// TestQuick_EveryFigurePrintsItsLines is the smoke run that keeps `make
+// bench` from rotting: every figure runs with tiny N and prints each of
+// its lines once, with a positive finite value, then the summary.
+func TestQuick_EveryFigurePrintsItsLines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := &bench.Env{NewDB: testSource(t), Scale: bench.QuickScale()}
+	var out bytes.Buffer
+	results, err := bench.Run(ctx, env, bench.Figures(), &out)
+	require.NoError(t, err, out.String())
+
+	var names []string
+	for _, r := range results {
+		names = append(names, r.Name)
+		require.Falsef(t, math.IsNaN(r.Value) || math.IsInf(r.Value, 0), "%s is not finite: %v", r.Name, r.Value)
+		require.Greaterf(t, r.Value, 0.0, "%s", r.Name)
+		require.Contains(t, out.String(), r.Line()+"\n")
+	}
+	require.Equal(t, expectedLines, names)
+	require.Contains(t, out.String(), "# summary")
+	for _, f := range bench.Figures() {
+		for _, tg := range f.Targets {
+			require.Containsf(t, names, tg.Name, "target of %s judges a line no figure prints", f.Name)
+		}
+	}
+}
+
+func TestSelect_UnknownFigureIsAnError(t *testing.T) {
+	_, err := bench.Select("enqueue,nope")
+	require.ErrorContains(t, err, `unknown figure "nope"`)
+	figs, err := bench.Select("sweep, pickup")
+	require.NoError(t, err)
+	require.Len(t, figs, 2)
+	require.Equal(t, "sweep", figs[0].Name)
+}
+
+func TestResultLine_NameValueUnit(t *testing.T) {
+	cases := []struct {
+		r    bench.Result
+		want string
+	}{
+		{bench.Result{Name: "enqueue_overhead_ratio_p50", Value: 1.1234, Unit: "x"}, "enqueue_overhead_ratio_p50 1.12 x"},
+		{bench.Result{Name: "bulk_enqueue_rows_jobs_per_s", Value: 12345.6, Unit: "/s"}, "bulk_enqueue_rows_jobs_per_s 12346 /s"},
+		{bench.Result{Name: "pickup_prod_p50", Value: 0.0421, Unit: "ms"}, "pickup_prod_p50 0.0421 ms"},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, c.r.Line())
+		require.Len(t, strings.Fields(c.r.Line()), 3)
+	}
+}
+
+func TestSummary_MarksMissedAndMissingTargets(t *testing.T) {
+	figs := []bench.Figure{{Name: "f", Targets: []bench.Target{
+		{Name: "low", AtMost: true, Limit: 1.3},
+		{Name: "high", Limit: 0.5},
+		{Name: "absent", AtMost: true, Limit: 1},
+	}}}
+	var out bytes.Buffer
+	bench.Summary(&out, figs, []bench.Result{{Name: "low", Value: 2, Unit: "x"}, {Name: "high", Value: 0.7, Unit: "x"}})
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 5) // blank line trimmed: "# summary", header, three rows
+	require.Regexp(t, `low\s+2 x\s+<= 1.3\s+no$`, lines[2])
+	require.Regexp(t, `high\s+0.7 x\s+>= 0.5\s+yes$`, lines[3])
+	require.Regexp(t, `absent\s+missing\s+<= 1\s+no$`, lines[4])
+}

@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+)
+
+// Run runs figs in order, printing each result line to w as soon as its
+// figure ends, then the summary table. A failing figure is reported and
+// the others still run; the error names every figure that failed.
+func Run(ctx context.Context, env *Env, figs []Figure, w io.Writer) ([]Result, error) {
+	var all []Result
+	var failed []string
+	hostLine(w, "start")
+	for _, f := range figs {
+		env.logf("# %s ...", f.Name)
+		res, err := f.Run(ctx, env)
+		if err != nil {
+			fmt.Fprintf(w, "# %s failed: %v\n", f.Name, err)
+			failed = append(failed, f.Name)
+			continue
+		}
+		for _, r := range res {
+			fmt.Fprintln(w, r.Line())
+		}
+		all = append(all, res...)
+	}
+	hostLine(w, "end")
+	Summary(w, figs, all)
+	if len(failed) > 0 {
+		return all, fmt.Errorf("figures failed: %v", failed)
+	}
+	return all, nil
+}
+
+// Summary prints one row per target: the value, the target and whether
+// it is met.
+func Summary(w io.Writer, figs []Figure, results []Result) {
+	byName := map[string]Result{}
+	for _, r := range results {
+		byName[r.Name] = r
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "# summary")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tline\tvalue\ttarget\tmet")
+	for _, f := range figs {
+		for _, t := range f.Targets {
+			r, ok := byName[t.Name]
+			val, met := "missing", "no"
+			if ok {
+				val = FormatValue(r.Value) + " " + r.Unit
+				met = yesNo(t.Met(r.Value) && !math.IsNaN(r.Value))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Name, t.Name, val, t.String(), met)
+		}
+	}
+	_ = tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// hostLine notes the machine's size and load as a comment: the figures are
+// only comparable between runs on a machine equally idle, and a shared CI
+// box rarely is.
+func hostLine(w io.Writer, when string) {
+	load := "unknown"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = strings.Join(f[:3], " ")
+		}
+	}
+	fmt.Fprintf(w, "# host at %s: %d CPUs, GOMAXPROCS %d, load average %s\n",
+		when, runtime.NumCPU(), runtime.GOMAXPROCS(0), load)
+}
