@@ -1,0 +1,89 @@
+// Command bench measures the worker against the bare River it is built on,
+// on one Postgres server in one run, and prints `name value unit` lines and
+// a summary against the targets (docs/benchmarks.md).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+
+	"github.com/molecule-ai/provision-worker/internal/bench"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	quick := fs.Bool("quick", false, "tiny N: checks that every figure runs; the numbers mean nothing")
+	only := fs.String("only", "", "comma-separated figures to run ("+strings.Join(bench.Names(), ", ")+"); default all")
+	dbURL := fs.String("database-url", firstNonEmpty(os.Getenv("DATABASE_URL"), bench.LocalServer),
+		"Postgres server (DATABASE_URL); the bench creates a scratch database per figure on it and drops them after")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	figs, err := bench.Select(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	scale := bench.FullScale()
+	if *quick {
+		scale = bench.QuickScale()
+	}
+	scratch, err := bench.NewScratch(*dbURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	defer func() {
+		if err := scratch.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}()
+	if *cpuProfile != "" {
+		stop, err := startProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		defer stop()
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	env := &bench.Env{NewDB: scratch.NewDB, Scale: scale, Log: os.Stderr}
+	if _, err := bench.Run(ctx, env, figs, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
