@@ -43,7 +43,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 chaos:
-	$(GO) test -count=1 -run TestChaos -timeout 60m ./internal/chaos/ -chaos.n=$(or $(N),1000)
+	set -o pipefail; $(GO) test -v -count=1 -run TestChaos -timeout 60m ./internal/chaos/ -chaos.n=$(or $(N),1000) | grep -E "^(chaos:|--- |ok|FAIL|PASS)"
 
 bench:
 	$(GO) run ./cmd/bench
