@@ -147,6 +147,13 @@ func (c *Client) newRequest(ctx context.Context, k call) (*http.Request, error) 
 	}
 	if k.body != nil {
 		req.Header.Set("Content-Type", "application/json")
+		// Go's transport silently re-sends a request whose connection
+		// broke if it looks idempotent, and an Idempotency-Key header makes
+		// a POST look so. Against a CP that ignores the key, one provision
+		// attempt whose answers were lost launched up to four instances.
+		// Without GetBody the transport cannot replay it: the job's own
+		// retry, which lists and adopts first, is the only retry.
+		req.GetBody = nil
 	}
 	req.Header.Set("Accept", "application/json")
 	c.setAuth(req, k.admin)

@@ -637,3 +637,30 @@ func TestErrorField_RedactsConfiguredSecrets(t *testing.T) {
 		})
 	}
 }
+
+// A provision whose connection breaks after the CP read it must reach the
+// CP once per call. Go's transport replays requests that look idempotent
+// on a broken reused connection, and an Idempotency-Key header makes a
+// POST look so: against a CP that ignores the key, each replay launched
+// another instance.
+func TestStart_BrokenConnectionIsNotReplayedByTheTransport(t *testing.T) {
+	var calls atomic.Int32
+	c, hits := testClient(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if calls.Add(1) == 1 {
+			reply{status: http.StatusCreated, body: `{"instance_id":"i-0123456789abcdef0","state":"running"}`}.serve(w)
+			return
+		}
+		// Acted, then the answer is lost: drop the kept-alive connection.
+		conn, _, err := w.(http.Hijacker).Hijack()
+		require.NoError(t, err)
+		_ = conn.Close()
+	})
+	_, err := c.Start(context.Background(), provisionReq()) // opens the kept-alive connection
+	require.NoError(t, err)
+
+	_, err = c.Start(context.Background(), provisionReq())
+	require.Error(t, err)
+	require.True(t, IsAmbiguous(err))
+	require.EqualValues(t, 2, hits.Load(), "the transport re-sent the provision")
+}
