@@ -120,7 +120,7 @@ type Fake struct {
 	mu       sync.Mutex
 	rng      *rand.Rand
 	faults   Faults
-	failNext map[string][]int
+	failNext map[string][]scripted
 	hook     func(ws string, inst cp.Instance)
 	byID     map[string]*instance
 	byWS     map[string][]*instance
@@ -148,7 +148,7 @@ func New(opts Options) *Fake {
 		done:     make(chan struct{}),
 		rng:      rand.New(rand.NewPCG(uint64(opts.Seed), 0x9e3779b97f4a7c15)),
 		faults:   opts.Faults,
-		failNext: map[string][]int{},
+		failNext: map[string][]scripted{},
 		byID:     map[string]*instance{},
 		byWS:     map[string][]*instance{},
 		idem:     map[string]*idemEntry{},
@@ -177,11 +177,23 @@ func (f *Fake) SetFaults(fl Faults) {
 // "status", "console", "list") answer status {"error":"injected"} without
 // acting. Scripted answers are consumed in order, before random faults.
 func (f *Fake) FailNext(route string, status int, n int) {
+	f.FailNextRetryAfter(route, status, n, 0)
+}
+
+// FailNextRetryAfter is FailNext whose answers carry a Retry-After header
+// of after (whole seconds, at least 1) when after > 0.
+func (f *Fake) FailNextRetryAfter(route string, status, n int, after time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for range n {
-		f.failNext[route] = append(f.failNext[route], status)
+		f.failNext[route] = append(f.failNext[route], scripted{status: status, retryAfter: after})
 	}
+}
+
+// scripted is one queued FailNext answer.
+type scripted struct {
+	status     int
+	retryAfter time.Duration
 }
 
 // SetProvisionHook sets a function called (blocking, without the Fake's

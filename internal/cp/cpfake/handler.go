@@ -147,7 +147,10 @@ func (f *Fake) inject(x *exchange) bool {
 		f.stats.FaultsInjected++
 		f.mu.Unlock()
 		x.fault = "scripted"
-		x.reply(q[0], errBody("injected"))
+		if q[0].retryAfter > 0 {
+			x.w.Header().Set("Retry-After", strconv.Itoa(max(1, int(q[0].retryAfter.Seconds()))))
+		}
+		x.reply(q[0].status, errBody("injected"))
 		return true
 	}
 	if x.route == RouteConsole {
