@@ -69,12 +69,22 @@ func New(cfg Config) (*Client, error) {
 	case cfg.Timeout < 0:
 		return nil, fmt.Errorf("%w: Timeout must be positive", ErrConfig)
 	}
-	hc := http.Client{}
+	hc := http.Client{Transport: pooledTransport()}
 	if cfg.HTTPClient != nil {
 		hc = *cfg.HTTPClient // copy: never change the caller's client
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/"), hc: &hc, now: time.Now}, nil
+}
+
+// pooledTransport is Go's default transport with room for every worker's
+// kept-alive connection: the default keeps 2 per host, so 40 concurrent
+// jobs would open (and, against the real CP, TLS-handshake) a new
+// connection for most calls.
+func pooledTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
 }
 
 // OrgID is the org every provision and list is made for.
