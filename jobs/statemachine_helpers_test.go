@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
@@ -144,17 +143,6 @@ func (g *provisionGate) next(t *testing.T) cp.Instance {
 		t.Fatal("no provision reached the CP")
 		return cp.Instance{}
 	}
-}
-
-// restart requests a restart in its own transaction.
-func restart(t *testing.T, e *jobtest.Env, id string) jobs.Result {
-	t.Helper()
-	var res jobs.Result
-	require.NoError(t, e.Tx(func(tx pgx.Tx) (err error) {
-		res, err = jobs.RequestRestart(context.Background(), tx, e.Insert, id, "test")
-		return err
-	}))
-	return res
 }
 
 // jobState reads one job's state.

@@ -184,7 +184,5 @@ func (h *heapSampler) Stop() uint64 {
 
 func perSecond(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
 // quietLogger drops River's info chatter, as the worker's own does.
 func quietLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }

@@ -182,12 +182,6 @@ func (p *workerProc) running() bool {
 	}
 }
 
-// restart kills the process and starts it again.
-func (w *world) restart(p *workerProc) {
-	p.kill()
-	w.launch(p)
-}
-
 // terminate sends SIGTERM and waits up to limit for the exit.
 func (p *workerProc) terminate(limit time.Duration) (exitCode int, err error) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
