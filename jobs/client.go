@@ -61,9 +61,9 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, err
 	deps.Pool = pool
 	opts = opts.withDefaults(deps.Settings)
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &ProvisionWorker{deps: deps})
-	river.AddWorker(workers, &TerminateWorker{deps: deps})
-	river.AddWorker(workers, &InstanceTerminateWorker{deps: deps})
+	river.AddWorker(workers, &ProvisionWorker{policy[ProvisionArgs]{deps: deps}})
+	river.AddWorker(workers, &TerminateWorker{policy[TerminateArgs]{deps: deps, stop: true}})
+	river.AddWorker(workers, &InstanceTerminateWorker{policy[InstanceTerminateArgs]{deps: deps, stop: true}})
 	queues := map[string]river.QueueConfig{
 		QueueProvision: {MaxWorkers: opts.ProvisionWorkers},
 		QueueTerminate: {MaxWorkers: opts.TerminateWorkers},

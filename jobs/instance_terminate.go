@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -19,19 +18,7 @@ import (
 // an orphan found by a sweep may have been adopted since. While this job
 // is live, provisions refuse to record or adopt the instance.
 type InstanceTerminateWorker struct {
-	river.WorkerDefaults[InstanceTerminateArgs]
-	deps *Deps
-}
-
-// Timeout outlives the CP client's timeout (invariant 7).
-func (w *InstanceTerminateWorker) Timeout(*river.Job[InstanceTerminateArgs]) time.Duration {
-	return w.deps.Settings.TerminateTimeout
-}
-
-// NextRetry is capped, jittered exponential backoff.
-func (w *InstanceTerminateWorker) NextRetry(job *river.Job[InstanceTerminateArgs]) time.Time {
-	s := w.deps.Settings
-	return time.Now().Add(backoff(job.Attempt, s.BackoffBase, s.TerminateBackoffCap))
+	policy[InstanceTerminateArgs]
 }
 
 // Work runs one attempt.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -21,19 +20,7 @@ import (
 // transaction), 3 (completion and row change commit together) and 4 (a
 // job whose row moved on makes no CP call).
 type ProvisionWorker struct {
-	river.WorkerDefaults[ProvisionArgs]
-	deps *Deps
-}
-
-// Timeout outlives the CP client's timeout (invariant 7).
-func (w *ProvisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration {
-	return w.deps.Settings.ProvisionTimeout
-}
-
-// NextRetry is capped, jittered exponential backoff.
-func (w *ProvisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
-	s := w.deps.Settings
-	return time.Now().Add(backoff(job.Attempt, s.BackoffBase, s.ProvisionBackoffCap))
+	policy[ProvisionArgs]
 }
 
 // Work runs one attempt.

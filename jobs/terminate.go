@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -21,19 +20,7 @@ import (
 // that completes the job (invariant 3); every CP failure is retried with
 // capped backoff and never read as success (invariant 6).
 type TerminateWorker struct {
-	river.WorkerDefaults[TerminateArgs]
-	deps *Deps
-}
-
-// Timeout outlives the CP client's timeout (invariant 7).
-func (w *TerminateWorker) Timeout(*river.Job[TerminateArgs]) time.Duration {
-	return w.deps.Settings.TerminateTimeout
-}
-
-// NextRetry is capped, jittered exponential backoff.
-func (w *TerminateWorker) NextRetry(job *river.Job[TerminateArgs]) time.Time {
-	s := w.deps.Settings
-	return time.Now().Add(backoff(job.Attempt, s.BackoffBase, s.TerminateBackoffCap))
+	policy[TerminateArgs]
 }
 
 // Work runs one attempt.
