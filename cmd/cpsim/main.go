@@ -15,13 +15,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/molecule-ai/provision-worker/internal/config"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 )
 
@@ -46,7 +46,7 @@ func run(args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	if !s.allowRemote && !isLoopback(s.addr) {
+	if !s.allowRemote && !config.IsLoopback(s.addr) {
 		return fmt.Errorf("--addr %s is not a loopback address; pass --allow-remote to serve it anyway", s.addr)
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -126,20 +126,6 @@ func validShares(f cpfake.Faults) error {
 		}
 	}
 	return nil
-}
-
-// isLoopback reports whether addr's host is a loopback IP or "localhost";
-// an empty host listens on every interface.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func firstNonEmpty(a, b string) string {

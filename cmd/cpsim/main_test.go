@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/molecule-ai/provision-worker/internal/config"
 	"testing"
 	"time"
 
@@ -60,6 +61,6 @@ func TestIsLoopback(t *testing.T) {
 		"127.0.0.1:8081": true, "[::1]:80": true, "localhost:1": true, "127.9.9.9:1": true,
 		":8081": false, "0.0.0.0:1": false, "10.0.0.1:1": false, "example.com:1": false, "nonsense": false,
 	} {
-		require.Equal(t, want, isLoopback(addr), addr)
+		require.Equal(t, want, config.IsLoopback(addr), addr)
 	}
 }

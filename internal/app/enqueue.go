@@ -101,9 +101,8 @@ func parseCmd(cli CLI, set *config.Set, c *common, args []string, usage string) 
 	return checkDatabaseURL(c.DatabaseURL)
 }
 
-// withTx opens the database, runs fn in one transaction with an
-// insert-only River client, and commits only when fn succeeds.
-func withTx(ctx context.Context, c common, fn func(pgx.Tx, *jobs.Client) error) error {
+// withClient opens the database and an insert-only River client for fn.
+func withClient(ctx context.Context, c common, fn func(*pgxpool.Pool, *jobs.Client) error) error {
 	pool, err := pgxpool.New(ctx, c.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -113,7 +112,15 @@ func withTx(ctx context.Context, c common, fn func(pgx.Tx, *jobs.Client) error) 
 	if err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return fn(tx, client) })
+	return fn(pool, client)
+}
+
+// withTx runs fn in one transaction with an insert-only River client, and
+// commits only when fn succeeds.
+func withTx(ctx context.Context, c common, fn func(pgx.Tx, *jobs.Client) error) error {
+	return withClient(ctx, c, func(pool *pgxpool.Pool, client *jobs.Client) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return fn(tx, client) })
+	})
 }
 
 // resultJSON is what provision/terminate/restart print.

@@ -35,24 +35,17 @@ func runSweep(ctx context.Context, cli CLI, args []string) error {
 	if err := parseCmd(cli, set, &c, args, "sweep [--dry-run] [--force] [--wait]"); err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, c.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	defer pool.Close()
-	client, err := jobs.NewInsertClient(pool, c.Settings)
-	if err != nil {
-		return err
-	}
-	job, err := jobs.RequestSweep(ctx, client, sweepArgs)
-	if err != nil {
-		return err
-	}
-	if !wait {
-		return printJSON(cli.Out, map[string]any{"job_id": job.ID, "job_kind": job.Kind, "job_state": job.State,
-			"dry_run": sweepArgs.DryRun, "force": sweepArgs.Force})
-	}
-	return waitSweep(ctx, client, job.ID, waitFor, cli)
+	return withClient(ctx, c, func(_ *pgxpool.Pool, client *jobs.Client) error {
+		job, err := jobs.RequestSweep(ctx, client, sweepArgs)
+		if err != nil {
+			return err
+		}
+		if !wait {
+			return printJSON(cli.Out, map[string]any{"job_id": job.ID, "job_kind": job.Kind, "job_state": job.State,
+				"dry_run": sweepArgs.DryRun, "force": sweepArgs.Force})
+		}
+		return waitSweep(ctx, client, job.ID, waitFor, cli)
+	})
 }
 
 // waitSweep polls the sweep job until it is finalized and prints its output.

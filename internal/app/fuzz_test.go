@@ -80,7 +80,7 @@ func FuzzParseWorker(f *testing.F) {
 		require.Greater(t, c.Settings.ProvisionTimeout, c.CP.Timeout)
 		require.Greater(t, c.Settings.TerminateTimeout, c.CP.Timeout)
 		require.Greater(t, c.Options.RescueAfter, c.Settings.ProvisionTimeout)
-		require.True(t, c.UIUser != "" || isLoopback(c.HTTPAddr), "public address without UI credentials")
+		require.True(t, c.UIUser != "" || config.IsLoopback(c.HTTPAddr), "public address without UI credentials")
 		require.True(t, c.Sweep.BreakerShare >= 0 && c.Sweep.BreakerShare <= 1)
 	})
 }

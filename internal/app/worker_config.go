@@ -93,7 +93,7 @@ func (c *WorkerConfig) check(getenv func(string) string) error {
 	if (c.UIUser == "") != (c.UIPass == "") {
 		return fmt.Errorf("%w: set both RIVER_BASIC_AUTH_USER and RIVER_BASIC_AUTH_PASS, or neither", config.ErrUsage)
 	}
-	if c.UIUser == "" && !isLoopback(c.HTTPAddr) {
+	if c.UIUser == "" && !config.IsLoopback(c.HTTPAddr) {
 		return fmt.Errorf("%w: RIVER_BASIC_AUTH_USER and RIVER_BASIC_AUTH_PASS are required when WORKER_HTTP_ADDR (%s) is not a loopback address: River UI can retry and cancel jobs", config.ErrUsage, c.HTTPAddr)
 	}
 	cpCfg, err := cp.ConfigFromEnv(getenv)
@@ -133,18 +133,6 @@ The control plane is configured by env only (see cp-api.md):
 Flags (each also read from the env var shown; a flag wins):
 `)
 	set.Usage(w)
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // WorkerSettingsTable renders the worker's settings as the README's

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -163,6 +164,21 @@ func HTTPURL(name, raw string) error {
 		return fmt.Errorf("%w: %s: want an absolute http(s) URL without credentials", ErrUsage, name)
 	}
 	return nil
+}
+
+// IsLoopback reports whether addr (host:port) names a loopback IP or
+// "localhost": the only addresses an unauthenticated UI (or the CP
+// simulator) may listen on.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func clip(s string) string {
