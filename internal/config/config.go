@@ -64,7 +64,7 @@ func (s *Set) String(p *string, name, env, def, help string) {
 }
 
 // Secret binds a string whose value must never be printed: --help shows
-// only whether it is set.
+// its flag and env var, never a value.
 func (s *Set) Secret(p *string, name, env, help string) {
 	s.add((*secretValue)(p), name, env, help, "a string")
 }
