@@ -3,7 +3,9 @@
 
 SHELL := /bin/bash
 GO ?= go
-export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/provision_worker?sslmode=disable
+PG_SERVER ?= postgres://postgres@127.0.0.1:5432
+DB_NAME ?= provision_worker
+export DATABASE_URL ?= $(PG_SERVER)/$(DB_NAME)?sslmode=disable
 export MOLECULE_ORG_ID ?= dev-org
 export CP_PROVISION_URL ?= http://127.0.0.1:8081
 CPSIM_ADDR ?= 127.0.0.1:8081
@@ -16,11 +18,10 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# db creates the local database when it is missing.
+# db creates the local database (DB_NAME on PG_SERVER) when it is missing.
 db:
-	@psql "$(patsubst %/provision_worker?sslmode=disable,%/postgres?sslmode=disable,$(DATABASE_URL))" -tAc \
-		"SELECT 1 FROM pg_database WHERE datname = 'provision_worker'" | grep -q 1 || \
-		psql "$(patsubst %/provision_worker?sslmode=disable,%/postgres?sslmode=disable,$(DATABASE_URL))" -c "CREATE DATABASE provision_worker"
+	@psql "$(PG_SERVER)/postgres?sslmode=disable" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DB_NAME)'" | grep -q 1 || \
+		psql "$(PG_SERVER)/postgres?sslmode=disable" -qc 'CREATE DATABASE "$(DB_NAME)"'
 
 # run: the CP simulator in the background, migrations, then the worker in
 # the foreground (Ctrl-C stops both).
@@ -43,7 +44,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 chaos:
-	set -o pipefail; $(GO) test -v -count=1 -run TestChaos -timeout 60m ./internal/chaos/ -chaos.n=$(or $(N),1000) | grep -E "^(chaos:|--- |ok|FAIL|PASS)"
+	set -o pipefail; $(GO) test -v -count=1 -run TestChaos -timeout 60m ./internal/chaos/ -chaos.n=$(or $(N),1000) | grep -E "^(chaos(-sweep)?:|--- |ok|FAIL|PASS)"
 
 bench:
 	$(GO) run ./cmd/bench
