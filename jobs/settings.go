@@ -61,30 +61,33 @@ func DefaultSettings() Settings {
 }
 
 // withDefaults fills zero fields from DefaultSettings.
-func (s Settings) withDefaults() Settings {
-	d := DefaultSettings()
-	fill := func(v *time.Duration, def time.Duration) {
+func (s Settings) withDefaults() Settings { return s.Or(DefaultSettings()) }
+
+// Or returns s with each zero (or negative) field taken from fallback:
+// how defaults apply, and how tests lay their own values over fast ones.
+func (s Settings) Or(fallback Settings) Settings {
+	orDur := func(v *time.Duration, def time.Duration) {
 		if *v <= 0 {
 			*v = def
 		}
 	}
-	fill(&s.BackoffBase, d.BackoffBase)
-	fill(&s.TerminateBackoffCap, d.TerminateBackoffCap)
-	fill(&s.ProvisionBackoffCap, d.ProvisionBackoffCap)
-	fill(&s.SnoozeCap, d.SnoozeCap)
-	fill(&s.AuthSnooze, d.AuthSnooze)
-	fill(&s.ProvisionWait, d.ProvisionWait)
-	fill(&s.ProvisionTimeout, d.ProvisionTimeout)
-	fill(&s.TerminateTimeout, d.TerminateTimeout)
-	if s.TerminateMaxAttempts <= 0 {
-		s.TerminateMaxAttempts = d.TerminateMaxAttempts
+	orInt := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
 	}
-	if s.ProvisionMaxAttempts <= 0 {
-		s.ProvisionMaxAttempts = d.ProvisionMaxAttempts
-	}
-	if s.MaxSnoozes <= 0 {
-		s.MaxSnoozes = d.MaxSnoozes
-	}
+	orDur(&s.BackoffBase, fallback.BackoffBase)
+	orDur(&s.TerminateBackoffCap, fallback.TerminateBackoffCap)
+	orDur(&s.ProvisionBackoffCap, fallback.ProvisionBackoffCap)
+	orDur(&s.SnoozeCap, fallback.SnoozeCap)
+	orDur(&s.AuthSnooze, fallback.AuthSnooze)
+	orDur(&s.ProvisionWait, fallback.ProvisionWait)
+	orDur(&s.ProvisionTimeout, fallback.ProvisionTimeout)
+	orDur(&s.TerminateTimeout, fallback.TerminateTimeout)
+	orInt(&s.TerminateMaxAttempts, fallback.TerminateMaxAttempts)
+	orInt(&s.ProvisionMaxAttempts, fallback.ProvisionMaxAttempts)
+	orInt(&s.MaxSnoozes, fallback.MaxSnoozes)
+	s.RefuseAmbiguousWithoutList = s.RefuseAmbiguousWithoutList || fallback.RefuseAmbiguousWithoutList
 	return s
 }
 

@@ -70,7 +70,7 @@ func New(t testing.TB, cfg Config) *Env {
 	pool, url := testdb.NewPool(t)
 	e := &Env{T: t, Pool: pool, DBURL: url, Logs: &SafeBuffer{}, Metrics: obs.NewMetrics()}
 	e.startCP(cfg)
-	settings := mergeSettings(FastSettings(), cfg.Settings)
+	settings := cfg.Settings.Or(FastSettings())
 	log := zerolog.New(e.Logs).With().Timestamp().Logger()
 	e.Deps = &jobs.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings}
 	opts := cfg.Options
@@ -219,32 +219,4 @@ func firstDur(v, def time.Duration) time.Duration {
 		return v
 	}
 	return def
-}
-
-// mergeSettings overlays the non-zero fields of over on base.
-func mergeSettings(base, over jobs.Settings) jobs.Settings {
-	d := func(a *time.Duration, b time.Duration) {
-		if b > 0 {
-			*a = b
-		}
-	}
-	d(&base.BackoffBase, over.BackoffBase)
-	d(&base.TerminateBackoffCap, over.TerminateBackoffCap)
-	d(&base.ProvisionBackoffCap, over.ProvisionBackoffCap)
-	d(&base.SnoozeCap, over.SnoozeCap)
-	d(&base.AuthSnooze, over.AuthSnooze)
-	d(&base.ProvisionWait, over.ProvisionWait)
-	d(&base.ProvisionTimeout, over.ProvisionTimeout)
-	d(&base.TerminateTimeout, over.TerminateTimeout)
-	if over.TerminateMaxAttempts > 0 {
-		base.TerminateMaxAttempts = over.TerminateMaxAttempts
-	}
-	if over.ProvisionMaxAttempts > 0 {
-		base.ProvisionMaxAttempts = over.ProvisionMaxAttempts
-	}
-	if over.MaxSnoozes > 0 {
-		base.MaxSnoozes = over.MaxSnoozes
-	}
-	base.RefuseAmbiguousWithoutList = over.RefuseAmbiguousWithoutList
-	return base
 }
