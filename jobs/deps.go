@@ -78,7 +78,6 @@ type timeline struct {
 type timelineLine struct {
 	level zerolog.Level
 	ev    store.Event
-	inst  string
 }
 
 // add writes ev in tx and queues its log line.
@@ -93,8 +92,7 @@ func (t *timeline) add(ctx context.Context, tx store.DB, level zerolog.Level, ev
 
 // queue queues the log line of an event a combined statement wrote.
 func (t *timeline) queue(level zerolog.Level, ev store.Event) {
-	inst, _ := ev.Fields["instance_id"].(string)
-	t.lines = append(t.lines, timelineLine{level: level, ev: withActor(ev), inst: inst})
+	t.lines = append(t.lines, timelineLine{level: level, ev: withActor(ev)})
 }
 
 func withActor(ev store.Event) store.Event {
@@ -107,17 +105,23 @@ func withActor(ev store.Event) store.Event {
 // log writes the queued lines; call it after the commit.
 func (t *timeline) log(l zerolog.Logger) {
 	for _, line := range t.lines {
-		extra := map[string]any{}
-		for k, v := range line.ev.Fields {
-			if k != "instance_id" {
-				extra[k] = v
-			}
-		}
-		obs.Event(l, line.level, line.ev.Event, obs.Fields{
-			WorkspaceID: line.ev.WorkspaceID, InstanceID: line.inst,
-			JobID: line.ev.JobID, Attempt: line.ev.Attempt, Extra: extra,
-		})
+		logEvent(l, line.level, line.ev)
 	}
+}
+
+// logEvent writes ev as one structured line, its instance id as the
+// standard field.
+func logEvent(l zerolog.Logger, level zerolog.Level, ev store.Event) {
+	inst, _ := ev.Fields["instance_id"].(string)
+	extra := map[string]any{}
+	for k, v := range ev.Fields {
+		if k != "instance_id" {
+			extra[k] = v
+		}
+	}
+	obs.Event(l, level, ev.Event, obs.Fields{
+		WorkspaceID: ev.WorkspaceID, InstanceID: inst, JobID: ev.JobID, Attempt: ev.Attempt, Extra: extra,
+	})
 }
 
 // jobEvent builds an event for job's workspace.

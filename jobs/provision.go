@@ -38,9 +38,7 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	if err != nil {
 		return err
 	}
-	var t timeline
-	t.queue(zerolog.InfoLevel, start)
-	t.log(w.deps.Log)
+	logEvent(w.deps.Log, zerolog.InfoLevel, start)
 	inst, adopted, err := w.launch(ctx, job, ws, env)
 	if err != nil {
 		return w.failed(ctx, job, ws, err)
