@@ -100,7 +100,7 @@ func (s *Set) Parse(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %s", ErrUsage, dropFlagValue(err.Error()))
+		return fmt.Errorf("%w: %s", ErrUsage, printable(dropFlagValue(err.Error())))
 	}
 	if len(s.errs) > 0 {
 		return oneLine(s.errs)
@@ -117,6 +117,18 @@ var flagValueQuote = regexp.MustCompile(`^invalid (?:boolean )?value "(?:[^"\\]|
 // stderr and CI logs. The flag's name and the expected form remain.
 func dropFlagValue(msg string) string {
 	return flagValueQuote.ReplaceAllString(msg, "flag $1: ")
+}
+
+// printable replaces control characters: flag's own messages quote an
+// unknown flag's name as typed, and a newline in it would forge a second
+// line on stderr (found by FuzzParseWorker).
+func printable(msg string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, msg)
 }
 
 // oneLine joins several setting errors on one line (errors.Join uses

@@ -89,3 +89,10 @@ func TestIsLoopback(t *testing.T) {
 		require.Equal(t, want, IsLoopback(addr), addr)
 	}
 }
+
+func TestSet_FlagErrorsStayOnOneLine(t *testing.T) {
+	s := New("t", env(nil))
+	err := s.Parse([]string{"--evil\nlevel=error forged"})
+	require.ErrorIs(t, err, ErrUsage)
+	require.NotContains(t, err.Error(), "\n")
+}
