@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -167,15 +166,6 @@ func (s *Set) Entries() [][4]string {
 		out = append(out, [4]string{e.flag, e.env, e.def, e.help})
 	}
 	return out
-}
-
-// HTTPURL checks that raw is an absolute http(s) URL without credentials.
-func HTTPURL(name, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return fmt.Errorf("%w: %s: want an absolute http(s) URL without credentials", ErrUsage, name)
-	}
-	return nil
 }
 
 // IsLoopback reports whether addr (host:port) names a loopback IP or
