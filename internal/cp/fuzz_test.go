@@ -81,7 +81,7 @@ func FuzzDecodeListPage(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		for _, filter := range []string{"", "0b5f4e2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b"} {
-			page, err := parsePage(answer{status: 200, body: body}, ListOptions{WorkspaceID: filter, Cursor: "c1"})
+			page, err := parsePage(answer{status: 200, body: body}, ListOptions{WorkspaceID: filter, Cursor: "c1"}, time.Now())
 			if err != nil {
 				require.NotContains(t, err.Error(), fuzzSecret)
 				require.Equal(t, ClassRetry, err.(*Error).Class, "a doubtful page is unknown: retry")
@@ -93,9 +93,13 @@ func FuzzDecodeListPage(f *testing.F) {
 				require.True(t, ValidInstanceID(in.InstanceID))
 				require.NotEmpty(t, in.State)
 				require.False(t, in.LaunchedAt.IsZero())
+				require.Equal(t, strings.ToLower(in.WorkspaceID), in.WorkspaceID, "one canonical form")
 				if filter != "" {
 					require.True(t, strings.EqualFold(filter, in.WorkspaceID))
 				}
+			}
+			if filter != "" {
+				require.Empty(t, page.Skipped, "under a filter an unreadable entry is unknown, not skipped")
 			}
 		}
 	})

@@ -3,6 +3,7 @@ package cp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -46,7 +47,8 @@ type ListOptions struct {
 // Page is one page of the CP's instances.
 type Page struct {
 	Instances  []Instance
-	NextCursor string // "" on the last page
+	Skipped    []Skipped // entries the client could not read: never acted on
+	NextCursor string    // "" on the last page
 }
 
 const defaultListLimit = 500
@@ -87,13 +89,15 @@ func (c *Client) Start(ctx context.Context, req ProvisionRequest) (Instance, err
 
 // parseProvision reads a 201. A garbled body or a missing id may still stand
 // for a launched instance (ambiguous: adopt via List); a malformed id is
-// refused outright so it never reaches a later URL.
+// refused outright so it never reaches a later URL. private_ip and
+// launched_at are optional: absent, null or of another type, they are
+// left empty rather than making a launched instance look unanswered.
 func parseProvision(workspaceID string, body []byte) (Instance, error) {
 	var out struct {
-		InstanceID string `json:"instance_id"`
-		PrivateIP  string `json:"private_ip"`
-		State      string `json:"state"`
-		LaunchedAt string `json:"launched_at"`
+		InstanceID string          `json:"instance_id"`
+		State      string          `json:"state"`
+		PrivateIP  json.RawMessage `json:"private_ip"`
+		LaunchedAt json.RawMessage `json:"launched_at"`
 	}
 	if json.Unmarshal(body, &out) != nil {
 		return Instance{}, malformed(opProvision, http.StatusCreated, "malformed JSON in 201 body", ClassAmbiguous)
@@ -104,10 +108,20 @@ func parseProvision(workspaceID string, body []byte) (Instance, error) {
 	if !ValidInstanceID(out.InstanceID) {
 		return Instance{}, malformed(opProvision, http.StatusCreated, "invalid instance id from CP", ClassPermanent)
 	}
-	inst := Instance{WorkspaceID: workspaceID, InstanceID: out.InstanceID, State: cleanState(out.State), PrivateIP: out.PrivateIP}
-	// launched_at is not part of the provision contract; use it when present.
-	inst.LaunchedAt, _ = time.Parse(time.RFC3339Nano, out.LaunchedAt)
+	inst := Instance{WorkspaceID: workspaceID, InstanceID: out.InstanceID, State: cleanState(out.State),
+		PrivateIP: optionalString(out.PrivateIP)}
+	inst.LaunchedAt, _ = parseLaunchedAt(optionalString(out.LaunchedAt))
 	return inst, nil
+}
+
+// optionalString is raw's string value, or "" when raw is absent, null or
+// not a string.
+func optionalString(raw json.RawMessage) string {
+	var v string
+	if json.Unmarshal(raw, &v) != nil {
+		return ""
+	}
+	return v
 }
 
 // Stop asks the CP to terminate the instance. Only a 2xx is success: the
@@ -185,21 +199,35 @@ func (c *Client) GetConsoleOutput(ctx context.Context, workspaceID string) (stri
 	if !statusOK(a.status) {
 		return "", c.failure(opConsole, a)
 	}
+	// "output": null is an empty console (nothing written yet); a missing
+	// key or another type is malformed.
 	var out struct {
-		Output *string `json:"output"`
+		Output json.RawMessage `json:"output"`
 	}
-	if json.Unmarshal(a.body, &out) != nil || out.Output == nil {
+	var text *string
+	if json.Unmarshal(a.body, &out) != nil || out.Output == nil || json.Unmarshal(out.Output, &text) != nil {
 		return "", malformed(opConsole, a.status, "malformed console body", ClassRetry)
 	}
-	return *out.Output, nil
+	if text == nil {
+		return "", nil
+	}
+	return *text, nil
 }
 
 // List reads one page of the org's instances that are not terminated. A
-// CP without the endpoint yields an error wrapping ErrListUnsupported. Any
-// doubtful page (missing instances key, an invalid id, an instance of
-// another workspace under a filter, a missing launch time, a cursor that
-// does not advance) fails as a whole: a partial list is "unknown", never
-// "empty", or the sweep and adoption would act on a fleet they cannot see.
+// CP without the endpoint yields an error wrapping ErrListUnsupported.
+//
+// The page is read as leniently as cp-api.md allows ("instances": null is
+// an empty page; next_cursor may be absent or null; unknown fields are
+// ignored): a correct CP that encoded an empty page as null once left 61
+// of 200 stops retrying for days behind a "malformed list body". What the
+// contract rules out still fails the page as "unknown", never "empty": a
+// missing instances key, a value that is not an array, a cursor that does
+// not advance. One entry the client cannot read is skipped and reported in
+// Page.Skipped instead: failing the page for it blinded the sweep to every
+// stray in the fleet. Under a workspace filter the caller decides about
+// that one workspace, so there an unreadable entry (maybe its instance)
+// makes the whole page unknown.
 func (c *Client) List(ctx context.Context, opts ListOptions) (Page, error) {
 	if opts.WorkspaceID != "" && !ValidWorkspaceID(opts.WorkspaceID) {
 		return Page{}, invalidArg(opList, "invalid workspace id")
@@ -222,30 +250,118 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (Page, error) {
 	if !statusOK(a.status) {
 		return Page{}, c.failure(opList, a)
 	}
-	return parsePage(a, opts)
+	return parsePage(a, opts, c.now())
 }
 
-func parsePage(a answer, opts ListOptions) (Page, error) {
+func parsePage(a answer, opts ListOptions, now time.Time) (Page, error) {
 	var out struct {
-		Instances  *[]Instance `json:"instances"`
-		NextCursor string      `json:"next_cursor"`
+		Instances  json.RawMessage `json:"instances"` // nil: key absent; "null": empty
+		NextCursor *string         `json:"next_cursor"`
 	}
 	if json.Unmarshal(a.body, &out) != nil || out.Instances == nil {
 		return Page{}, malformed(opList, a.status, "malformed list body", ClassRetry)
 	}
-	for i, in := range *out.Instances {
-		if msg := checkListed(in, opts.WorkspaceID); msg != "" {
-			return Page{}, malformed(opList, a.status, msg, ClassRetry)
-		}
-		(*out.Instances)[i].State = cleanState(in.State)
+	var entries []json.RawMessage
+	if json.Unmarshal(out.Instances, &entries) != nil {
+		return Page{}, malformed(opList, a.status, "malformed list body: instances is not an array", ClassRetry)
 	}
-	if out.NextCursor != "" && out.NextCursor == opts.Cursor {
+	var page Page
+	if out.NextCursor != nil {
+		page.NextCursor = *out.NextCursor
+	}
+	if page.NextCursor != "" && page.NextCursor == opts.Cursor {
 		return Page{}, malformed(opList, a.status, "list cursor did not advance", ClassRetry)
 	}
-	return Page{Instances: *out.Instances, NextCursor: out.NextCursor}, nil
+	filter := strings.ToLower(opts.WorkspaceID)
+	for _, raw := range entries {
+		inst, skip := readListed(raw, now)
+		switch {
+		case skip.Reason != "" && filter != "":
+			return Page{}, malformed(opList, a.status, "unreadable entry under a workspace filter: "+skip.Reason, ClassRetry)
+		case skip.Reason != "":
+			page.Skipped = append(page.Skipped, skip)
+		case filter != "" && inst.WorkspaceID != filter:
+			// A CP ignoring the filter would make us adopt another
+			// workspace's instance.
+			return Page{}, malformed(opList, a.status, "list ignored the workspace_id filter", ClassRetry)
+		default:
+			page.Instances = append(page.Instances, inst)
+		}
+	}
+	return page, nil
 }
 
-// checkListed returns why a listed instance cannot be trusted, or "".
+// Skipped is a listed entry the client could not read. Nobody acts on it:
+// it may be any workspace's instance, so the sweep never terminates it
+// and only reports it.
+type Skipped struct {
+	InstanceID string // "" unless the entry held a valid instance id
+	Reason     string
+}
+
+// maxFutureLaunch bounds how far ahead of our clock a launch time may be.
+// A far-future launched_at would look younger than any grace period for
+// ever and hide a stray from the sweep; beyond a day it is not clock skew.
+const maxFutureLaunch = 24 * time.Hour
+
+// readListed decodes one list entry, or says why it cannot be trusted.
+// Workspace ids come back lower-case: one canonical form, so a CP that
+// echoes upper-case ids cannot hide an instance from a comparison.
+func readListed(raw json.RawMessage, now time.Time) (Instance, Skipped) {
+	var e struct {
+		WorkspaceID string `json:"workspace_id"`
+		InstanceID  string `json:"instance_id"`
+		State       string `json:"state"`
+		LaunchedAt  string `json:"launched_at"`
+	}
+	if json.Unmarshal(raw, &e) != nil {
+		return Instance{}, Skipped{Reason: "entry is not an instance object"}
+	}
+	skip := Skipped{}
+	if ValidInstanceID(e.InstanceID) {
+		skip.InstanceID = e.InstanceID
+	}
+	launched, lerr := parseLaunchedAt(e.LaunchedAt)
+	switch {
+	case skip.InstanceID == "":
+		skip.Reason = "invalid instance id"
+	case !ValidWorkspaceID(e.WorkspaceID):
+		skip.Reason = "invalid workspace id"
+	case e.State == "":
+		skip.Reason = "no state"
+	case lerr != nil:
+		// A zero launch time would look older than any grace period and
+		// hand a just-launched instance to the sweep.
+		skip.Reason = "no valid launched_at"
+	case launched.After(now.Add(maxFutureLaunch)):
+		skip.Reason = "launched_at more than a day in the future"
+	}
+	if skip.Reason != "" {
+		return Instance{}, skip
+	}
+	return Instance{WorkspaceID: strings.ToLower(e.WorkspaceID), InstanceID: e.InstanceID,
+		State: cleanState(e.State), LaunchedAt: launched}, Skipped{}
+}
+
+// parseLaunchedAt reads an RFC 3339 time, with or without fractional
+// seconds, with Z or a numeric offset, and the forms RFC 3339 also allows
+// (lower-case t and z, a space for the T); an offset without its colon is
+// accepted too, as some encoders write it.
+func parseLaunchedAt(s string) (time.Time, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	if len(s) > 10 && s[10] == ' ' {
+		s = s[:10] + "T" + s[11:]
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t, err = time.Parse("2006-01-02T15:04:05.999999999Z0700", s)
+	}
+	if err != nil {
+		return time.Time{}, errors.New("launched_at is not an RFC 3339 time")
+	}
+	return t, nil
+}
+
 // statePattern is the shape of every EC2 state name.
 var statePattern = regexp.MustCompile(`^[a-z][a-z-]{0,31}$`)
 
@@ -258,26 +374,6 @@ func cleanState(s string) string {
 		return s
 	}
 	return "unknown"
-}
-
-func checkListed(in Instance, filter string) string {
-	switch {
-	case !ValidWorkspaceID(in.WorkspaceID):
-		return "invalid workspace id in list"
-	case !ValidInstanceID(in.InstanceID):
-		return "invalid instance id in list"
-	case in.State == "":
-		return "instance without state in list"
-	case in.LaunchedAt.IsZero():
-		// A zero launch time would look older than any grace period and
-		// hand a just-launched instance to the sweep.
-		return "instance without launched_at in list"
-	case filter != "" && !strings.EqualFold(in.WorkspaceID, filter):
-		// A CP ignoring the filter would make us adopt another
-		// workspace's instance.
-		return "list ignored the workspace_id filter"
-	}
-	return ""
 }
 
 func checkIDs(op, workspaceID, instanceID string) error {
