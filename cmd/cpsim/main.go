@@ -91,6 +91,9 @@ func parse(args []string, getenv func(string) string) (settings, error) {
 	e.share(&s.opts.Faults.LostAnswer, "fault-lost", "CPSIM_FAULT_LOST", "share of requests acted on, then reset (answer lost)")
 	e.boolean(&s.opts.IgnoreIdempotency, "ignore-idempotency", "CPSIM_IGNORE_IDEMPOTENCY", "ignore Idempotency-Key (retries launch duplicates)")
 	e.boolean(&s.opts.NoList, "no-list", "CPSIM_NO_LIST", "answer 404 on the list endpoint (a CP without it)")
+	var dialect string
+	e.str(&dialect, "dialect", "CPSIM_DIALECT", cpfake.DialectFull.String(),
+		"how answers are written: full, or plain-go (null for empty lists, no optional fields, 204 on terminate)")
 	var seed int64
 	e.int64(&seed, "seed", "CPSIM_SEED", 0, "seed for fault draws; 0 picks a time-based seed (logged at start)")
 	fs.Usage = func() {
@@ -109,6 +112,11 @@ func parse(args []string, getenv func(string) string) (settings, error) {
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	d, ok := cpfake.ParseDialect(dialect)
+	if !ok {
+		return s, fmt.Errorf("CPSIM_DIALECT: want full or plain-go, got %q", dialect)
+	}
+	s.opts.Dialect = d
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
-	"github.com/molecule-ai/provision-worker/internal/config"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/molecule-ai/provision-worker/internal/config"
+	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -20,6 +22,7 @@ func TestParse_FlagsEnvAndDefaults(t *testing.T) {
 	require.Equal(t, 2*time.Second, s.opts.BootTime)
 	require.Equal(t, 0.25, s.opts.Faults.LostAnswer)
 	require.True(t, s.opts.NoList)
+	require.Equal(t, cpfake.DialectFull, s.opts.Dialect)
 	require.Equal(t, "s", s.opts.SharedSecret)
 	require.Equal(t, "s", s.opts.AdminAPIKey, "admin key falls back to the shared secret")
 
@@ -29,6 +32,10 @@ func TestParse_FlagsEnvAndDefaults(t *testing.T) {
 	require.Zero(t, s.opts.Latency, "the flag wins over the env var")
 	require.Equal(t, "o2", s.opts.OrgID)
 	require.Equal(t, 1.0, s.opts.Faults.Error5xx)
+
+	s, err = parse([]string{"--dialect", "plain-go"}, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, cpfake.DialectPlainGo, s.opts.Dialect)
 }
 
 func TestParse_Errors(t *testing.T) {
@@ -41,6 +48,7 @@ func TestParse_Errors(t *testing.T) {
 		{"bad env duration", nil, map[string]string{"CPSIM_BOOT_TIME": "2"}, "CPSIM_BOOT_TIME"},
 		{"bad env bool", nil, map[string]string{"CPSIM_NO_LIST": "yes please"}, "CPSIM_NO_LIST"},
 		{"share out of range", []string{"--fault-reset", "1.5"}, nil, "[0,1]"},
+		{"unknown dialect", nil, map[string]string{"CPSIM_DIALECT": "xml"}, "CPSIM_DIALECT"},
 		{"stray argument", []string{"extra"}, nil, "unexpected arguments"},
 	}
 	for _, tt := range tests {

@@ -33,7 +33,16 @@ var chaosFaults = cpfake.Faults{Error5xx: 0.05, Timeout: 0.01, Reset: 0.03, Lost
 // instances. It pins, together: the idempotency key and adoption before a
 // retried launch (duplicates), instance ownership in the completing
 // transaction (leaked), and the terminate's retry-until-confirmed (lost).
+// It runs once per fake dialect: against a CP that writes empty lists as
+// null and terminates as 204 too, since the real CP is written by another
+// team.
 func TestChaos(t *testing.T) {
+	for _, d := range []cpfake.Dialect{cpfake.DialectFull, cpfake.DialectPlainGo} {
+		t.Run(d.String(), func(t *testing.T) { runChaos(t, d) })
+	}
+}
+
+func runChaos(t *testing.T, dialect cpfake.Dialect) {
 	n := *chaosN
 	kills := *chaosKills
 	if kills <= 0 {
@@ -43,9 +52,9 @@ func TestChaos(t *testing.T) {
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
-	t.Logf("chaos: seed=%d (rerun with -chaos.seed=%d)", seed, seed)
+	t.Logf("chaos: dialect=%s seed=%d (rerun with -chaos.seed=%d)", dialect, seed, seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
-	w := newWorld(t, cpfake.Options{Faults: chaosFaults, Seed: seed}, nil)
+	w := newWorld(t, cpfake.Options{Faults: chaosFaults, Seed: seed, Dialect: dialect}, nil)
 
 	procs := make([]*workerProc, 3)
 	for i := range procs {
@@ -76,8 +85,8 @@ func TestChaos(t *testing.T) {
 
 	_, drainErr := w.drain(drainLimit(t, n))
 	report := w.account(ids)
-	line := fmt.Sprintf("chaos: workspaces=%d kills=%d cp_faults=%d leaked=%d duplicates=%d lost=%d",
-		n, k, w.cp.Stats().FaultsInjected, report.leaked, report.duplicates, report.lost)
+	line := fmt.Sprintf("chaos: dialect=%s workspaces=%d kills=%d cp_faults=%d leaked=%d duplicates=%d lost=%d",
+		dialect, n, k, w.cp.Stats().FaultsInjected, report.leaked, report.duplicates, report.lost)
 	t.Log(line)
 	fmt.Println(line)
 	if drainErr != nil || !report.clean() {

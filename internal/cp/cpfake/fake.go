@@ -34,6 +34,7 @@ type Options struct {
 	// 401 {"error":"unauthorized"}. AdminAPIKey gates /cp/admin/*.
 	SharedSecret, AdminToken, AdminAPIKey string
 
+	Dialect           Dialect       // how answers are written (DialectFull by default)
 	IgnoreIdempotency bool          // a retried provision launches a duplicate
 	NoList            bool          // the list endpoint answers 404 (a CP without endpoint 5)
 	Latency           time.Duration // added to every request before acting

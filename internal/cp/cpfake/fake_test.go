@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,8 +34,9 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
 
 // setup starts a fake and a real cp.Client pointed at it.
-func setup(t *testing.T, opts Options, mod ...func(*cp.Config)) (*Server, *cp.Client) {
+func setup(t *testing.T, d Dialect, opts Options, mod ...func(*cp.Config)) (*Server, *cp.Client) {
 	t.Helper()
+	opts.Dialect = d
 	if opts.OrgID == "" {
 		opts.OrgID = "org-1"
 	}
@@ -49,12 +52,42 @@ func setup(t *testing.T, opts Options, mod ...func(*cp.Config)) (*Server, *cp.Cl
 	return s, c
 }
 
+// contractTests run the real client against the fake in every dialect: a
+// client that accepts only one way of writing an answer fails here.
+var contractTests = []struct {
+	name string
+	run  func(*testing.T, Dialect)
+}{
+	{"Provision_SameKeyReturnsSameInstance", contractProvision_SameKeyReturnsSameInstance},
+	{"Provision_IgnoreIdempotencyCountsDuplicates", contractProvision_IgnoreIdempotencyCountsDuplicates},
+	{"Provision_SameKeyInFlightAnswers409", contractProvision_SameKeyInFlightAnswers409},
+	{"Faults_LostAnswerActs", contractFaults_LostAnswerActs},
+	{"Faults_DoNotAct", contractFaults_DoNotAct},
+	{"FailNext_ScriptedAnswersThenNormal", contractFailNext_ScriptedAnswersThenNormal},
+	{"Lifecycle_IsComputedFromTheClock", contractLifecycle_IsComputedFromTheClock},
+	{"TerminateAndStatus_UnknownInstance", contractTerminateAndStatus_UnknownInstance},
+	{"List_PagingCoversEveryInstanceExactlyOnce", contractList_PagingCoversEveryInstanceExactlyOnce},
+	{"List_WorkspaceFilterLimitsAndErrors", contractList_WorkspaceFilterLimitsAndErrors},
+	{"List_NoListAnswers404", contractList_NoListAnswers404},
+	{"Auth_RequiresConfiguredCredentials", contractAuth_RequiresConfiguredCredentials},
+	{"Console", contractConsole},
+	{"RequestsAndStatsEndpoint", contractRequestsAndStatsEndpoint},
+}
+
+func TestContract(t *testing.T) {
+	for _, d := range []Dialect{DialectFull, DialectPlainGo} {
+		for _, tt := range contractTests {
+			t.Run(d.String()+"/"+tt.name, func(t *testing.T) { tt.run(t, d) })
+		}
+	}
+}
+
 func req(key string) cp.ProvisionRequest {
 	return cp.ProvisionRequest{WorkspaceID: ws1, Runtime: "python", IdempotencyKey: key}
 }
 
-func TestProvision_SameKeyReturnsSameInstance(t *testing.T) {
-	s, c := setup(t, Options{})
+func contractProvision_SameKeyReturnsSameInstance(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{})
 	ctx := context.Background()
 	a, err := c.Start(ctx, req(ws1+":1"))
 	require.NoError(t, err)
@@ -74,8 +107,8 @@ func TestProvision_SameKeyReturnsSameInstance(t *testing.T) {
 	require.Zero(t, st.Duplicates)
 }
 
-func TestProvision_IgnoreIdempotencyCountsDuplicates(t *testing.T) {
-	s, c := setup(t, Options{IgnoreIdempotency: true})
+func contractProvision_IgnoreIdempotencyCountsDuplicates(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{IgnoreIdempotency: true})
 	for range 3 {
 		_, err := c.Start(context.Background(), req(ws1+":1"))
 		require.NoError(t, err)
@@ -87,8 +120,8 @@ func TestProvision_IgnoreIdempotencyCountsDuplicates(t *testing.T) {
 	require.Len(t, s.Live(ws1), 3)
 }
 
-func TestProvision_SameKeyInFlightAnswers409(t *testing.T) {
-	s, c := setup(t, Options{})
+func contractProvision_SameKeyInFlightAnswers409(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{})
 	entered, release := make(chan cp.Instance, 1), make(chan struct{})
 	s.SetProvisionHook(func(ws string, inst cp.Instance) {
 		entered <- inst
@@ -111,8 +144,8 @@ func TestProvision_SameKeyInFlightAnswers409(t *testing.T) {
 	require.Equal(t, 1, s.Stats().Launched)
 }
 
-func TestFaults_LostAnswerActs(t *testing.T) {
-	s, c := setup(t, Options{Faults: Faults{LostAnswer: 1}})
+func contractFaults_LostAnswerActs(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{Faults: Faults{LostAnswer: 1}})
 	_, err := c.Start(context.Background(), req("k"))
 	require.True(t, cp.IsAmbiguous(err), "%v", err)
 	require.Zero(t, cp.StatusCode(err))
@@ -130,7 +163,7 @@ func TestFaults_LostAnswerActs(t *testing.T) {
 	require.Equal(t, 2, s.Stats().FaultsInjected)
 }
 
-func TestFaults_DoNotAct(t *testing.T) {
+func contractFaults_DoNotAct(t *testing.T, d Dialect) {
 	tests := []struct {
 		name     string
 		faults   Faults
@@ -143,7 +176,7 @@ func TestFaults_DoNotAct(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, c := setup(t, Options{Faults: tt.faults}, func(cfg *cp.Config) { cfg.Timeout = 150 * time.Millisecond })
+			s, c := setup(t, d, Options{Faults: tt.faults}, func(cfg *cp.Config) { cfg.Timeout = 150 * time.Millisecond })
 			inst := s.AddInstance(ws1, StateRunning, time.Now())
 			_, err := c.Start(context.Background(), req("k"))
 			require.Error(t, err)
@@ -159,8 +192,8 @@ func TestFaults_DoNotAct(t *testing.T) {
 
 func errorsIsDeadline(err error) bool { return err != nil && errors.Is(err, context.DeadlineExceeded) }
 
-func TestFailNext_ScriptedAnswersThenNormal(t *testing.T) {
-	s, c := setup(t, Options{})
+func contractFailNext_ScriptedAnswersThenNormal(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{})
 	inst := s.AddInstance(ws1, StateRunning, time.Now())
 	s.FailNext("terminate", 500, 3)
 	for range 3 {
@@ -174,9 +207,9 @@ func TestFailNext_ScriptedAnswersThenNormal(t *testing.T) {
 	require.Equal(t, 4, s.Stats().Terminates)
 }
 
-func TestLifecycle_IsComputedFromTheClock(t *testing.T) {
+func contractLifecycle_IsComputedFromTheClock(t *testing.T, d Dialect) {
 	clk := newClock()
-	s, c := setup(t, Options{Now: clk.Now, BootTime: 2 * time.Second, ShutdownTime: time.Second})
+	s, c := setup(t, d, Options{Now: clk.Now, BootTime: 2 * time.Second, ShutdownTime: time.Second})
 	ctx := context.Background()
 	inst, err := c.Start(ctx, req("k"))
 	require.NoError(t, err)
@@ -210,8 +243,8 @@ func TestLifecycle_IsComputedFromTheClock(t *testing.T) {
 	require.Len(t, s.Instances(), 1)
 }
 
-func TestTerminateAndStatus_UnknownInstance(t *testing.T) {
-	s, c := setup(t, Options{})
+func contractTerminateAndStatus_UnknownInstance(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{})
 	inst := s.AddInstance(ws1, StateRunning, time.Now())
 	other := wsN(7)
 	tests := []struct{ name, ws, id string }{
@@ -229,9 +262,9 @@ func TestTerminateAndStatus_UnknownInstance(t *testing.T) {
 	require.Len(t, s.Live(ws1), 1)
 }
 
-func TestList_PagingCoversEveryInstanceExactlyOnce(t *testing.T) {
+func contractList_PagingCoversEveryInstanceExactlyOnce(t *testing.T, d Dialect) {
 	clk := newClock()
-	s, c := setup(t, Options{Now: clk.Now})
+	s, c := setup(t, d, Options{Now: clk.Now})
 	want := map[string]bool{}
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 2500 {
@@ -275,8 +308,8 @@ func TestList_PagingCoversEveryInstanceExactlyOnce(t *testing.T) {
 	}
 }
 
-func TestList_WorkspaceFilterLimitsAndErrors(t *testing.T) {
-	s, c := setup(t, Options{})
+func contractList_WorkspaceFilterLimitsAndErrors(t *testing.T, d Dialect) {
+	s, c := setup(t, d, Options{})
 	for i := range 5 {
 		s.AddInstance(ws1, StateRunning, time.Now().Add(time.Duration(i)*time.Second))
 		s.AddInstance(wsN(i), StateRunning, time.Now())
@@ -294,15 +327,15 @@ func TestList_WorkspaceFilterLimitsAndErrors(t *testing.T) {
 	require.Equal(t, 400, cp.StatusCode(err))
 }
 
-func TestList_NoListAnswers404(t *testing.T) {
-	_, c := setup(t, Options{NoList: true})
+func contractList_NoListAnswers404(t *testing.T, d Dialect) {
+	_, c := setup(t, d, Options{NoList: true})
 	_, err := c.List(context.Background(), cp.ListOptions{})
 	require.ErrorIs(t, err, cp.ErrListUnsupported)
 }
 
-func TestAuth_RequiresConfiguredCredentials(t *testing.T) {
+func contractAuth_RequiresConfiguredCredentials(t *testing.T, d Dialect) {
 	opts := Options{SharedSecret: "s", AdminToken: "t", AdminAPIKey: "k"}
-	_, good := setup(t, opts)
+	_, good := setup(t, d, opts)
 	_, err := good.Start(context.Background(), req(""))
 	require.NoError(t, err)
 	_, err = good.GetConsoleOutput(context.Background(), ws1)
@@ -317,30 +350,30 @@ func TestAuth_RequiresConfiguredCredentials(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, c := setup(t, opts, tt.mod)
+			s, c := setup(t, d, opts, tt.mod)
 			_, err := c.Start(context.Background(), req(""))
 			require.True(t, cp.IsAuth(err), "%v", err)
 			require.Zero(t, s.Stats().Launched)
 		})
 	}
 	t.Run("admin route wants the admin key", func(t *testing.T) {
-		_, c := setup(t, opts, func(c *cp.Config) { c.AdminAPIKey = "s" })
+		_, c := setup(t, d, opts, func(c *cp.Config) { c.AdminAPIKey = "s" })
 		_, err := c.GetConsoleOutput(context.Background(), ws1)
 		require.True(t, cp.IsAuth(err), "%v", err)
 	})
 }
 
-func TestConsole(t *testing.T) {
-	_, c := setup(t, Options{})
+func contractConsole(t *testing.T, d Dialect) {
+	_, c := setup(t, d, Options{})
 	out, err := c.GetConsoleOutput(context.Background(), ws1)
 	require.NoError(t, err)
 	require.Equal(t, "console for "+ws1, out)
 }
 
-func TestRequestsAndStatsEndpoint(t *testing.T) {
+func contractRequestsAndStatsEndpoint(t *testing.T, d Dialect) {
 	var served []Served
 	var mu sync.Mutex
-	s, c := setup(t, Options{SharedSecret: "s", OnServe: func(x Served) { mu.Lock(); served = append(served, x); mu.Unlock() }})
+	s, c := setup(t, d, Options{SharedSecret: "s", OnServe: func(x Served) { mu.Lock(); served = append(served, x); mu.Unlock() }})
 	inst, err := c.Start(context.Background(), req("k"))
 	require.NoError(t, err)
 	_, err = c.Status(context.Background(), ws1, inst.InstanceID)
@@ -374,7 +407,7 @@ func TestList_100kInstancesPagesQuickly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seeds 100k instances")
 	}
-	s, c := setup(t, Options{})
+	s, c := setup(t, DialectFull, Options{})
 	base := time.Now().Add(-time.Hour)
 	for i := range 100_000 {
 		s.AddInstance(wsN(i), StateRunning, base.Add(time.Duration(i)*time.Millisecond))
@@ -409,4 +442,39 @@ func BenchmarkList1000Of100k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestDialectPlainGo_WritesWhatAGoServerWrites pins the plain dialect's
+// bytes, so it cannot quietly drift back to the full one and stop testing
+// the client against null lists, 204s and missing fields.
+func TestDialectPlainGo_WritesWhatAGoServerWrites(t *testing.T) {
+	s, c := setup(t, DialectPlainGo, Options{})
+	get := func(method, path string, body string) (*http.Response, string) {
+		req, err := http.NewRequest(method, s.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(b)
+	}
+	resp, body := get(http.MethodGet, "/cp/workspaces?org_id=org-1", "")
+	require.Equal(t, "{\"instances\":null}\n", body)
+	require.NotEqual(t, "application/json", resp.Header.Get("Content-Type"))
+
+	resp, body = get(http.MethodPost, "/cp/workspaces/provision", `{"org_id":"org-1","workspace_id":"`+ws1+`"}`)
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	require.NotContains(t, body, "private_ip")
+	require.NotContains(t, body, "launched_at")
+	inst, err := c.Start(context.Background(), req(""))
+	require.NoError(t, err)
+
+	_, body = get(http.MethodGet, "/cp/workspaces?org_id=org-1", "")
+	require.Regexp(t, `"launched_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-05:30"`, body)
+	require.NotContains(t, body, "next_cursor")
+
+	resp, body = get(http.MethodDelete, "/cp/workspaces/"+ws1+"?instance_id="+inst.InstanceID, "")
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	require.Empty(t, body)
 }

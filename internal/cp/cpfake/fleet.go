@@ -140,7 +140,7 @@ func (f *Fake) pageLocked(ws, cursor string, limit int) ([]cp.Instance, string, 
 		start = sort.Search(len(src), func(i int) bool { return compareInst(src[i], after) > 0 })
 	}
 	now := f.now()
-	out := []cp.Instance{}
+	var out []cp.Instance
 	for i := start; i < len(src); i++ {
 		if f.settle(src[i], now.UnixNano()) == StateTerminated {
 			continue

@@ -34,6 +34,8 @@ type exchange struct {
 	status int
 	fault  string
 	lost   bool // LostAnswer: act, then reset instead of answering
+
+	dialect Dialect
 }
 
 // Handler serves the CP routes of cp-api.md, plus GET /fake/stats.
@@ -55,7 +57,7 @@ func (f *Fake) wrap(route string, h func(*exchange)) http.HandlerFunc {
 		start := time.Now()
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		x := &exchange{w: w, r: r, route: route, body: body, ws: r.PathValue("ws"),
-			inst: r.URL.Query().Get("instance_id")}
+			inst: r.URL.Query().Get("instance_id"), dialect: f.opts.Dialect}
 		f.record(x)
 		defer f.served(x, start)
 		if !f.wait(r.Context(), f.opts.Latency) {
@@ -193,9 +195,13 @@ func (x *exchange) reply(status int, v any) {
 		return
 	}
 	x.status = status
-	x.w.Header().Set("Content-Type", "application/json")
+	if x.dialect != DialectPlainGo {
+		x.w.Header().Set("Content-Type", "application/json")
+	}
 	x.w.WriteHeader(status)
-	_ = json.NewEncoder(x.w).Encode(v)
+	if status != http.StatusNoContent {
+		_ = json.NewEncoder(x.w).Encode(v)
+	}
 }
 
 // reset drops the connection with an RST, so the client sees a transport
@@ -255,7 +261,7 @@ func (f *Fake) provision(x *exchange) {
 		}
 		inst = f.finishProvision(key, inst.InstanceID)
 	}
-	x.reply(http.StatusCreated, inst)
+	x.replyProvision(inst)
 }
 
 // beginProvision launches an instance, or replays the instance of a known
@@ -312,7 +318,7 @@ func (f *Fake) terminate(x *exchange) {
 		x.reply(http.StatusNotFound, errBody("instance not found"))
 		return
 	}
-	x.reply(http.StatusOK, struct{}{})
+	x.replyTerminated()
 }
 
 func (f *Fake) status(x *exchange) {
@@ -361,7 +367,7 @@ func (f *Fake) list(x *exchange) {
 		x.reply(http.StatusBadRequest, errBody(err.Error()))
 		return
 	}
-	x.reply(http.StatusOK, map[string]any{"instances": page, "next_cursor": next})
+	x.replyPage(page, next)
 }
 
 func parseLimit(s string) (int, string) {
