@@ -21,6 +21,10 @@ type Settings struct {
 	// cap, so a CP outage over a weekend does not discard a stop.
 	TerminateMaxAttempts int
 	ProvisionMaxAttempts int
+	// TerminateStuckAfter is how many attempts in a row a terminate may
+	// fail the same way before terminate.stuck says so, long before its
+	// budget runs out.
+	TerminateStuckAfter int
 	// MaxSnoozes bounds how often one job may snooze (Retry-After,
 	// credentials being rotated, waiting for a provision). A snooze gives
 	// the attempt back, so an unbounded one would never discard and never
@@ -51,6 +55,7 @@ func DefaultSettings() Settings {
 		ProvisionBackoffCap:  5 * time.Minute,
 		TerminateMaxAttempts: 870,
 		ProvisionMaxAttempts: 25,
+		TerminateStuckAfter:  10,
 		MaxSnoozes:           50,
 		SnoozeCap:            5 * time.Minute,
 		AuthSnooze:           time.Minute,
@@ -87,6 +92,7 @@ func (s Settings) Or(fallback Settings) Settings {
 	orInt(&s.TerminateMaxAttempts, fallback.TerminateMaxAttempts)
 	orInt(&s.ProvisionMaxAttempts, fallback.ProvisionMaxAttempts)
 	orInt(&s.MaxSnoozes, fallback.MaxSnoozes)
+	orInt(&s.TerminateStuckAfter, fallback.TerminateStuckAfter)
 	s.RefuseAmbiguousWithoutList = s.RefuseAmbiguousWithoutList || fallback.RefuseAmbiguousWithoutList
 	return s
 }

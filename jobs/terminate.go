@@ -182,7 +182,9 @@ func (d *Deps) terminateFailed(ctx context.Context, job *rivertype.JobRow, works
 		}
 		obs.Event(d.Log, zerolog.WarnLevel, obs.EvTerminateRetry, obs.Fields{
 			WorkspaceID: workspaceID, InstanceID: instanceID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
-		return d.cpRetry(job, cause)
+		ret := d.cpRetry(job, cause)
+		d.noteIfStuck(job, workspaceID, instanceID, ret)
+		return ret
 	}
 	if err := d.note(ctx, zerolog.ErrorLevel, jobEvent(job, workspaceID, obs.EvTerminateDead, fields)); err != nil {
 		return errors.Join(cause, err)

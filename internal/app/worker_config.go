@@ -56,6 +56,7 @@ func workerSettings(set *config.Set, c *WorkerConfig) {
 	set.Duration(&c.Settings.ProvisionBackoffCap, "provision-backoff-cap", "PROVISION_BACKOFF_CAP", d.ProvisionBackoffCap, "longest delay between provision attempts")
 	set.Int(&c.Settings.TerminateMaxAttempts, "terminate-max-attempts", "TERMINATE_MAX_ATTEMPTS", d.TerminateMaxAttempts, 1, 100000, "terminate attempt budget (default: about three days at the cap)")
 	set.Int(&c.Settings.ProvisionMaxAttempts, "provision-max-attempts", "PROVISION_MAX_ATTEMPTS", d.ProvisionMaxAttempts, 1, 100000, "provision attempt budget")
+	set.Int(&c.Settings.TerminateStuckAfter, "terminate-stuck-after", "TERMINATE_STUCK_AFTER", d.TerminateStuckAfter, 2, 100000, "a terminate failing the same way this many attempts in a row logs terminate.stuck (and keeps retrying)")
 	set.Int(&c.Settings.MaxSnoozes, "max-snoozes", "MAX_SNOOZES", d.MaxSnoozes, 1, 100000, "bound on snoozes per job (Retry-After, 401/403, waiting for a provision)")
 	set.Duration(&c.Settings.SnoozeCap, "snooze-cap", "SNOOZE_CAP", d.SnoozeCap, "longest single snooze, whatever Retry-After asks")
 	set.Bool(&c.Settings.RefuseAmbiguousWithoutList, "refuse-ambiguous-without-list", "REFUSE_AMBIGUOUS_WITHOUT_LIST", false, "mark a retried provision failed instead of launching again when the CP has no list endpoint")

@@ -28,6 +28,7 @@ const (
 	EvTerminateRetry     = "terminate.retry"
 	EvTerminateWait      = "terminate.wait_provision"
 	EvTerminateDead      = "terminate.dead"
+	EvTerminateStuck     = "terminate.stuck"
 	EvProvisionStopped   = "provision.ec2_stopped"
 	EvOrphanFound        = "orphan.found"
 	EvOrphanTerminated   = "orphan.terminated"
@@ -35,6 +36,7 @@ const (
 	EvSweepDone          = "sweep.done"
 	EvSweepBreakerOpen   = "sweep.breaker_open"
 	EvSweepNoList        = "sweep.cp_list_unsupported"
+	EvSweepUnreadable    = "sweep.cp_unreadable_instance"
 	EvJobDiscarded       = "job.discarded"
 )
 

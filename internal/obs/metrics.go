@@ -18,11 +18,18 @@ type Metrics struct {
 	CPRequests        *prometheus.CounterVec   // route, code
 	CPLatency         *prometheus.HistogramVec // route
 	TerminateRetries  prometheus.Counter
+	TerminateStuck    *prometheus.CounterVec // kind
 	OrphansFound      *prometheus.CounterVec // class
 	OrphansEnqueued   prometheus.Counter
 	OrphansTerminated prometheus.Counter
 	SweepsTotal       *prometheus.CounterVec // result
 	SweepDuration     prometheus.Histogram
+	// SweepCPSeen is when a sweep last read the whole CP list: while it
+	// lags, no stray anywhere is being reclaimed.
+	SweepCPSeen prometheus.Gauge
+	// SweepUnreadable is how many list entries the last sweep could not
+	// read (and so left alone).
+	SweepUnreadable prometheus.Gauge
 }
 
 // NewMetrics registers the series on a fresh registry (plus Go and process
@@ -44,6 +51,10 @@ func NewMetrics() *Metrics {
 		TerminateRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "provisioner_terminate_retries_total", Help: "Terminate attempts that failed and will be retried.",
 		}),
+		TerminateStuck: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisioner_terminate_stuck_total",
+			Help: "Terminate jobs that failed the same way TERMINATE_STUCK_AFTER attempts in a row (one per streak; they keep retrying).",
+		}, []string{"kind"}),
 		OrphansFound: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provisioner_orphans_found_total", Help: "Orphans found by the sweep, by class.",
 		}, []string{"class"}),
@@ -60,9 +71,17 @@ func NewMetrics() *Metrics {
 			Name: "provisioner_sweep_duration_seconds", Help: "Orphan sweep duration.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 		}),
+		SweepCPSeen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisioner_sweep_cp_seen_timestamp_seconds",
+			Help: "Unix time a sweep in this process last read the whole CP list (0: not yet).",
+		}),
+		SweepUnreadable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisioner_sweep_unreadable_instances",
+			Help: "CP list entries the last sweep in this process could not read and left alone.",
+		}),
 	}
-	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.OrphansFound,
-		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration,
+	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.TerminateStuck, m.OrphansFound,
+		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration, m.SweepCPSeen, m.SweepUnreadable,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
