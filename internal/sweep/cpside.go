@@ -45,6 +45,7 @@ func (r *run) scanCP(ctx context.Context) cpScan {
 			r.listFailed(err, cursor == "")
 			return cpScan{}
 		}
+		r.unreadable(page.Skipped)
 		if err := r.classifyPage(ctx, page.Instances, &sc); err != nil {
 			r.failed("classify CP page", err)
 			r.res.CPSide = CPUnknown
@@ -74,6 +75,22 @@ func (r *run) listFailed(err error, first bool) {
 	r.res.CPSide = CPUnknown
 	r.d.Log.Warn().Str("evt", "sweep.cp_unknown").Err(err).
 		Msg("CP list failed: CP side unknown, nothing CP-side acted on this sweep")
+}
+
+// unreadable reports list entries the client could not read. They are
+// left alone (they may be any workspace's instance) and counted, and the
+// rest of the page is acted on: one untagged instance that failed the
+// whole page once left every stray in the fleet running.
+func (r *run) unreadable(skipped []cp.Skipped) {
+	for _, s := range skipped {
+		r.res.Unreadable++
+		if r.logged >= maxFoundLines {
+			continue
+		}
+		r.logged++
+		obs.Event(r.d.Log, zerolog.WarnLevel, obs.EvSweepUnreadable, obs.Fields{
+			InstanceID: s.InstanceID, Extra: map[string]any{"reason": s.Reason, "action": "left alone"}})
+	}
 }
 
 // classifyPage sorts one page into recorded, young, in flight and strays.

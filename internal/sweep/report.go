@@ -54,6 +54,11 @@ func (r *run) report(err error) {
 	m.OrphansEnqueued.Add(float64(r.res.Enqueued + r.res.Retried))
 	m.SweepsTotal.WithLabelValues(outcome).Inc()
 	m.SweepDuration.Observe(time.Duration(r.res.DurationMS * int64(time.Millisecond)).Seconds())
+	if r.res.CPSide == CPOK || r.res.CPSide == CPBreakerOpen {
+		// The list was read whole (the breaker is a decision about it).
+		m.SweepCPSeen.SetToCurrentTime()
+		m.SweepUnreadable.Set(float64(r.res.Unreadable))
+	}
 }
 
 // outcome is the provisioner_sweeps_total result label.

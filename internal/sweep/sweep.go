@@ -83,6 +83,7 @@ type Result struct {
 	ExaminedRows      int            `json:"examined_rows"`
 	ExaminedInstances int            `json:"examined_instances"`
 	LiveInstances     int            `json:"live_instances"`
+	Unreadable        int            `json:"unreadable_instances"` // list entries the client could not read: never acted on
 	Orphans           map[string]int `json:"orphans"`
 	Enqueued          int            `json:"enqueued"`
 	Retried           int            `json:"retried"`
