@@ -20,6 +20,18 @@ import (
 type CLI struct {
 	Out, Err io.Writer
 	Getenv   func(string) string
+	// LookupEnv tells an unset variable from an empty one (os.LookupEnv);
+	// nil reads a variable as set when Getenv gives a non-empty value.
+	LookupEnv func(string) (string, bool)
+}
+
+// lookupEnv is LookupEnv, or its fallback over Getenv.
+func (cli CLI) lookupEnv(k string) (string, bool) {
+	if cli.LookupEnv != nil {
+		return cli.LookupEnv(k)
+	}
+	v := cli.Getenv(k)
+	return v, v != ""
 }
 
 // command is one enqueue subcommand.
@@ -153,7 +165,7 @@ func printJSON(w io.Writer, v any) error {
 func runProvision(ctx context.Context, cli CLI, args []string) error {
 	var c common
 	var req jobs.ProvisionRequest
-	env := envFlag{getenv: cli.Getenv}
+	env := envFlag{lookup: cli.lookupEnv}
 	set := config.New("enqueue provision", cli.Getenv)
 	commonSettings(set, &c)
 	set.String(&req.WorkspaceID, "workspace-id", "", "", "workspace UUID (required)")
@@ -221,7 +233,7 @@ func runRestart(ctx context.Context, cli CLI, args []string) error {
 // envFlag collects repeated --env K=V (or --env K, read from the
 // environment). Values are never echoed in errors: they may be secrets.
 type envFlag struct {
-	getenv func(string) string
+	lookup func(string) (string, bool)
 	values map[string]string
 	set    bool
 	err    error
@@ -240,7 +252,14 @@ func (e *envFlag) Set(s string) error {
 		return e.err
 	}
 	if !hasValue {
-		v = e.getenv(k)
+		// An unset name is a typo in a secret's name more often than
+		// not: provisioning with "" would ship an empty secret. A name
+		// set to the empty string is taken as it is.
+		var ok bool
+		if v, ok = e.lookup(k); !ok {
+			e.err = fmt.Errorf("%w: --env: %s is not set in this environment (use %s= for an empty value)", config.ErrUsage, k, k)
+			return e.err
+		}
 	}
 	if _, dup := e.values[k]; dup {
 		e.err = fmt.Errorf("%w: --env: %s given twice", config.ErrUsage, k)

@@ -50,7 +50,11 @@ func biRun(t *testing.T, env *jobtest.Env, vars map[string]string, args ...strin
 		}
 		return ""
 	}
-	err := app.RunEnqueue(context.Background(), app.CLI{Out: &out, Err: &errOut, Getenv: getenv}, args)
+	lookup := func(k string) (string, bool) {
+		v, ok := vars[k]
+		return v, ok || getenv(k) != ""
+	}
+	err := app.RunEnqueue(context.Background(), app.CLI{Out: &out, Err: &errOut, Getenv: getenv, LookupEnv: lookup}, args)
 	return out.String(), errOut.String(), err
 }
 
@@ -78,6 +82,7 @@ func biCases(known string) []biCase {
 		{"env without key", nil, []string{"provision", "--workspace-id", ws, "--env", "=" + biSecret}, "--env: want K=V or K"},
 		{"env key twice", nil, []string{"provision", "--workspace-id", ws, "--env", "K=" + biSecret, "--env", "K=x"}, "--env: K given twice"},
 		{"env key malformed", nil, []string{"provision", "--workspace-id", ws, "--env", "BAD-KEY=" + biSecret}, `env key "BAD-KEY"`},
+		{"env name unset", nil, []string{"provision", "--workspace-id", ws, "--env", "MYSECRET_TYPO"}, "--env: MYSECRET_TYPO is not set"},
 		{"env value with NUL", nil, []string{"provision", "--workspace-id", ws, "--env", "K=" + biSecret + "\x00"}, "env K: value must be"},
 		{"env value invalid UTF-8", nil, []string{"provision", "--workspace-id", ws, "--env", "K=" + biSecret + "\xff"}, "env K: value must be"},
 		{"platform url not http", nil, []string{"provision", "--workspace-id", ws, "--platform-url", "ftp://h/x"}, "platform url must be an absolute http(s) URL"},
@@ -119,6 +124,20 @@ func TestEnqueue_BadInputExits2WithClearMessageAndWritesNothing(t *testing.T) {
 			require.Equal(t, before, biCounts(t, env), "bad input wrote something")
 		})
 	}
+}
+
+// TestEnqueue_EnvNameTakesItsValueFromTheEnvironment: --env K reads K, and
+// K set to the empty string is a value like any other.
+func TestEnqueue_EnvNameTakesItsValueFromTheEnvironment(t *testing.T) {
+	env := jobtest.New(t, jobtest.Config{NoStart: true})
+	id := uuid.NewString()
+	_, _, err := biRun(t, env, map[string]string{"API_KEY": biSecret, "EMPTY": ""},
+		"provision", "--workspace-id", id, "--env", "API_KEY", "--env", "EMPTY")
+	require.NoError(t, err)
+	var got map[string]string
+	require.NoError(t, env.Pool.QueryRow(context.Background(),
+		`SELECT env FROM workspace_env WHERE workspace_id = $1`, id).Scan(&got))
+	require.Equal(t, map[string]string{"API_KEY": biSecret, "EMPTY": ""}, got)
 }
 
 // The CLI path of the SQL test: hostile but valid values come back byte
@@ -171,6 +190,7 @@ func TestEnqueueProcess_BadInputExitCode2AndOneStderrLine(t *testing.T) {
 		{"tier out of range", env.DBURL, []string{"provision", "--workspace-id", uuid.NewString(), "--tier", "9"}, "want an integer from 0 to 4"},
 		{"unknown workspace", env.DBURL, []string{"terminate", "--workspace-id", uuid.NewString()}, "unknown workspace"},
 		{"no DATABASE_URL", "", []string{"provision", "--workspace-id", uuid.NewString()}, "DATABASE_URL is required"},
+		{"env name unset", env.DBURL, []string{"provision", "--workspace-id", uuid.NewString(), "--env", "SURELY_UNSET_NAME_8121"}, "SURELY_UNSET_NAME_8121 is not set"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,12 +17,13 @@ import (
 func FuzzEnvFlag(f *testing.F) {
 	for _, s := range [][2]string{
 		{"K=v", "K2=v2"}, {"K=v", "K=w"}, {"=secret", ""}, {"K", ""}, {"K=a=b", "L="},
-		{"K=\x00", "\xff=x"}, {"BAD-KEY=s3cret", "k"}, {"K=" + strings.Repeat("v", 40000), ""},
+		{"K=\x00", "\xff=x"}, {"BAD-KEY=s3cret", "k"}, {"K=" + strings.Repeat("v", 40000), ""}, {"UNSET_K", "K"},
 	} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		e := envFlag{getenv: func(k string) string { return "from-env:" + k }}
+		// Names starting with UNSET are not in the environment.
+		e := envFlag{lookup: func(k string) (string, bool) { return "from-env:" + k, !strings.HasPrefix(k, "UNSET") }}
 		for _, arg := range []string{a, b} {
 			err := e.Set(arg)
 			k, v, hasValue := strings.Cut(arg, "=")
@@ -35,6 +36,7 @@ func FuzzEnvFlag(f *testing.F) {
 				return
 			}
 			require.NotEmpty(t, k)
+			require.False(t, !hasValue && strings.HasPrefix(k, "UNSET"), "an unset name was accepted")
 			if !hasValue {
 				v = "from-env:" + k
 			}
