@@ -54,6 +54,7 @@ func TestList_AcceptsEveryWellFormedPage(t *testing.T) {
 		{"numeric offset", reply{status: 200, body: listBody(entry(testWS, testInst, "running", "2026-01-02T04:04:05+01:00"))}, one},
 		{"fraction and negative offset", reply{status: 200, body: listBody(entry(testWS, testInst, "running", "2026-01-01T21:34:05.000000-05:30"))}, one},
 		{"offset without colon", reply{status: 200, body: listBody(entry(testWS, testInst, "running", "2026-01-02T04:04:05+0100"))}, one},
+		{"space for the T", reply{status: 200, body: listBody(entry(testWS, testInst, "running", "2026-01-02 03:04:05Z"))}, one},
 		{"lower-case t and z", reply{status: 200, body: listBody(entry(testWS, testInst, "running", "2026-01-02t03:04:05z"))}, one},
 		{"upper-case workspace id", reply{status: 200, body: listBody(entry(strings.ToUpper(testWS), testInst, "running", testLaunch))}, one},
 		{"no Content-Type", reply{status: 200, body: listBody(goodEntry), header: map[string]string{"Content-Type": ""}}, one},
@@ -132,6 +133,8 @@ func TestList_SkipsUnreadableEntriesAndKeepsTheRest(t *testing.T) {
 		{name: "no launched_at", entry: entry(testWS, testInst, "running", ""), reason: "no valid launched_at", id: testInst},
 		{name: "garbage launched_at", entry: entry(testWS, testInst, "running", "yesterday"), reason: "no valid launched_at", id: testInst},
 		{name: "launched_at of another type", entry: `{"workspace_id":"` + testWS + `","instance_id":"` + testInst + `","state":"running","launched_at":1767322445}`, reason: "not an instance object"},
+		{name: "Go zero launched_at", entry: entry(testWS, testInst, "running", "0001-01-01T00:00:00Z"), reason: "no valid launched_at", id: testInst},
+		{name: "Go zero launched_at in an offset zone", entry: entry(testWS, testInst, "running", "0000-12-31T18:30:00-05:30"), reason: "no valid launched_at", id: testInst},
 		{name: "far-future launched_at", entry: entry(testWS, testInst, "running", future), reason: "more than a day in the future", id: testInst},
 		{name: "near-future launched_at is clock skew, kept", entry: entry(testWS, "i-0123456789abcdef1", "running", soon), kept: 1},
 		{name: "null entry", entry: `null`, reason: "invalid instance id"},
@@ -154,6 +157,24 @@ func TestList_SkipsUnreadableEntriesAndKeepsTheRest(t *testing.T) {
 			require.Equal(t, tt.id, page.Skipped[0].InstanceID)
 		})
 	}
+}
+
+// TestList_FutureLaunchUnderAFilterIsKept: the future bound protects the
+// sweep's grace period only. Under a filter a retried provision must still
+// see (and adopt) its own instance from a CP whose clock runs ahead, or it
+// launches nothing, fails, and the instance the lost answer launched leaks.
+func TestList_FutureLaunchUnderAFilterIsKept(t *testing.T) {
+	future := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	c, _ := testClient(t, canned(reply{status: 200, body: listBody(entry(testWS, testInst, "running", future))}))
+	page, err := c.List(context.Background(), ListOptions{WorkspaceID: testWS})
+	require.NoError(t, err)
+	require.Len(t, page.Instances, 1)
+	require.Equal(t, testInst, page.Instances[0].InstanceID)
+
+	page, err = c.List(context.Background(), ListOptions{})
+	require.NoError(t, err)
+	require.Empty(t, page.Instances, "without a filter it is the sweep's, and skipped")
+	require.Len(t, page.Skipped, 1)
 }
 
 func TestStart_AcceptsEveryWellFormed201(t *testing.T) {

@@ -35,6 +35,7 @@ func fuzzSeeds(f *testing.F) {
 		{200, `{"state":""}`},
 		{200, `{"instances":[{"workspace_id":"0b5f4e2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b","instance_id":"i-0123456789abcdef0","state":"running","launched_at":"2026-01-01T00:00:00Z"}],"next_cursor":"c2"}`},
 		{200, `{"instances":null}`},
+		{200, `{"instances":[{"workspace_id":"0b5f4e2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b","instance_id":"i-0123456789abcdef0","state":"running","launched_at":"0001-01-01T00:00:00Z"}]}`},
 		{200, `{"instances":[{}]}`},
 		{200, `{"output":"console text"}`},
 		{400, `{"error":"bad tier"}`},

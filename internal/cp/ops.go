@@ -273,8 +273,16 @@ func parsePage(a answer, opts ListOptions, now time.Time) (Page, error) {
 		return Page{}, malformed(opList, a.status, "list cursor did not advance", ClassRetry)
 	}
 	filter := strings.ToLower(opts.WorkspaceID)
+	// The future bound guards the sweep's grace period; under a filter
+	// (adoption, a terminate's confirmation) a launch time is not used
+	// for age, and refusing it would stop a retry adopting its own
+	// instance from a CP whose clock runs ahead.
+	latest := now.Add(maxFutureLaunch)
+	if filter != "" {
+		latest = time.Time{}
+	}
 	for _, e := range entries {
-		inst, skip := readListed(e, now)
+		inst, skip := readListed(e, latest)
 		switch {
 		case skip.Reason != "" && filter != "":
 			return Page{}, malformed(opList, a.status, "unreadable entry under a workspace filter: "+skip.Reason, ClassRetry)
@@ -298,6 +306,10 @@ type Skipped struct {
 	InstanceID string // "" unless the entry held a valid instance id
 	Reason     string
 }
+
+// earliestLaunch is before any EC2 instance: an earlier launched_at is a
+// placeholder (Go's zero time.Time), not a time.
+var earliestLaunch = time.Date(2006, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // maxFutureLaunch bounds how far ahead of our clock a launch time may be.
 // A far-future launched_at would look younger than any grace period for
@@ -338,7 +350,8 @@ func decodeEntries(raw json.RawMessage) (entries []listEntry, ok bool) {
 // readListed checks one list entry, or says why it cannot be trusted.
 // Workspace ids come back lower-case: one canonical form, so a CP that
 // echoes upper-case ids cannot hide an instance from a comparison.
-func readListed(e listEntry, now time.Time) (Instance, Skipped) {
+// A zero latest applies no future bound.
+func readListed(e listEntry, latest time.Time) (Instance, Skipped) {
 	if e.undecodable {
 		return Instance{}, Skipped{Reason: "entry is not an instance object"}
 	}
@@ -354,11 +367,12 @@ func readListed(e listEntry, now time.Time) (Instance, Skipped) {
 		skip.Reason = "invalid workspace id"
 	case e.State == "":
 		skip.Reason = "no state"
-	case lerr != nil:
-		// A zero launch time would look older than any grace period and
-		// hand a just-launched instance to the sweep.
+	case lerr != nil || launched.Before(earliestLaunch):
+		// A missing or zero launch time (a Go CP writing time.Time{} for
+		// an instance it has just launched) would look older than any
+		// grace period and hand a just-launched instance to the sweep.
 		skip.Reason = "no valid launched_at"
-	case launched.After(now.Add(maxFutureLaunch)):
+	case !latest.IsZero() && launched.After(latest):
 		skip.Reason = "launched_at more than a day in the future"
 	}
 	if skip.Reason != "" {

@@ -84,10 +84,10 @@ func (r *run) listFailed(err error, first bool) {
 func (r *run) unreadable(skipped []cp.Skipped) {
 	for _, s := range skipped {
 		r.res.Unreadable++
-		if r.logged >= maxFoundLines {
-			continue
+		if r.unreadLogged >= maxFoundLines {
+			continue // its own budget: a page of these must not mute orphan.found
 		}
-		r.logged++
+		r.unreadLogged++
 		obs.Event(r.d.Log, zerolog.WarnLevel, obs.EvSweepUnreadable, obs.Fields{
 			InstanceID: s.InstanceID, Extra: map[string]any{"reason": s.Reason, "action": "left alone"}})
 	}

@@ -131,14 +131,15 @@ func Run(ctx context.Context, d Deps, s Settings, o Options) (Result, error) {
 
 // run is one sweep's state.
 type run struct {
-	d        Deps
-	s        Settings
-	o        Options
-	budget   int // terminations left under the cap
-	logged   int // orphan.found lines written
-	started  time.Time
-	res      Result
-	firstErr error
+	d            Deps
+	s            Settings
+	o            Options
+	budget       int // terminations left under the cap
+	logged       int // orphan.found lines written
+	unreadLogged int // cp_unreadable_instance lines written (a budget of their own)
+	started      time.Time
+	res          Result
+	firstErr     error
 }
 
 // locked runs fn under the sweep's advisory lock, held on a dedicated
