@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 )
 
 // ErrUsage marks bad input: callers exit 2.
@@ -118,17 +120,11 @@ func dropFlagValue(msg string) string {
 	return flagValueQuote.ReplaceAllString(msg, "flag $1: ")
 }
 
-// printable replaces control characters: flag's own messages quote an
+// printable replaces every non-graphic rune: flag's own messages quote an
 // unknown flag's name as typed, and a newline in it would forge a second
-// line on stderr (found by FuzzParseWorker).
-func printable(msg string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, msg)
-}
+// line on stderr (found by FuzzParseWorker); a C1 control or a bidi
+// override would do the same to a terminal.
+func printable(msg string) string { return safetext.Replace(msg, '?') }
 
 // oneLine joins several setting errors on one line (errors.Join uses
 // newlines, and callers print the error as a single stderr line).
