@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -84,7 +83,7 @@ func serve(ctx context.Context, c WorkerConfig, log zerolog.Logger, client *jobs
 	if err := srv.Start(uiCtx); err != nil {
 		return fmt.Errorf("river ui: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := httpapi.NewHTTPServer(srv, httpapi.DefaultTimeouts)
 	go func() { _ = httpSrv.Serve(ln) }()
 	watchJobs(uiCtx, client, log, metrics)
 	go pruneEvents(uiCtx, pool, c.EventRetention, log)
