@@ -107,7 +107,8 @@ func parse(args []string, getenv func(string) string) (settings, error) {
 		return s, err
 	}
 	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		// Not repeated: a secret pasted in the wrong place would be echoed.
+		return s, fmt.Errorf("unexpected arguments (%d), not repeated here", fs.NArg())
 	}
 	if seed == 0 {
 		seed = time.Now().UnixNano()

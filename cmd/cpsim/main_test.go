@@ -41,12 +41,13 @@ func TestParse_Errors(t *testing.T) {
 		{"bad env duration", nil, map[string]string{"CPSIM_BOOT_TIME": "2"}, "CPSIM_BOOT_TIME"},
 		{"bad env bool", nil, map[string]string{"CPSIM_NO_LIST": "yes please"}, "CPSIM_NO_LIST"},
 		{"share out of range", []string{"--fault-reset", "1.5"}, nil, "[0,1]"},
-		{"stray argument", []string{"extra"}, nil, "unexpected arguments"},
+		{"stray argument", []string{"API_KEY=sk-live-abc123"}, nil, "unexpected arguments"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parse(tt.args, envOf(tt.env))
 			require.ErrorContains(t, err, tt.want)
+			require.NotContains(t, err.Error(), "sk-live", "a stray argument is never repeated")
 		})
 	}
 }
