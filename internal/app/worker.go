@@ -41,7 +41,8 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 	}
 	metrics := obs.NewMetrics()
 	c.CP.OnRequest = metrics.ObserveCP
-	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep)
+	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
+		WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
 	metrics.Registry.MustRegister(dbStats)
 	statsCtx, stopStats := context.WithCancel(ctx)
 	defer stopStats()
