@@ -172,12 +172,20 @@ type TerminateRequest struct {
 
 // RequestTerminate stops the workspace inside the caller's transaction
 // (invariant 1). It returns ErrUnknownWorkspace when there is no row.
+//
+// A delete also drops the workspace's env in the same transaction, whatever
+// the row's status: nothing runs it again (a later provision of the same
+// id brings its own env), and a removed workspace's secrets were otherwise
+// kept in workspace_env, and in every backup, for as long as the row.
 func RequestTerminate(ctx context.Context, tx pgx.Tx, client *Client, req TerminateRequest) (Result, error) {
-	desired := store.DesiredStopped
-	if req.Delete {
-		desired = store.DesiredDeleted
+	if !req.Delete {
+		return requestStop(ctx, tx, client, req.WorkspaceID, store.DesiredStopped, req.Actor)
 	}
-	return requestStop(ctx, tx, client, req.WorkspaceID, desired, req.Actor)
+	res, err := requestStop(ctx, tx, client, req.WorkspaceID, store.DesiredDeleted, req.Actor)
+	if err != nil {
+		return res, err
+	}
+	return res, store.DeleteEnv(ctx, tx, req.WorkspaceID)
 }
 
 // RequestRestart is a terminate whose completion starts the next

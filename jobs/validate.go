@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 )
 
 // ErrInvalidInput wraps every rejection of a request's values; callers
@@ -78,13 +79,15 @@ func (r ProvisionRequest) validate() error {
 // invalid UTF-8 would break the caller's transaction, and an unbounded
 // value would be copied into every event of the request.
 func validateActor(actor string) error {
-	if len(actor) > maxActorLen || !utf8.ValidString(actor) || strings.ContainsFunc(actor, isControl) {
-		return invalid("actor must be at most %d bytes of UTF-8 without control characters", maxActorLen)
+	if len(actor) > maxActorLen || !utf8.ValidString(actor) || strings.ContainsFunc(actor, notGraphic) {
+		return invalid("actor must be at most %d bytes of UTF-8 without control or format characters", maxActorLen)
 	}
 	return nil
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+// notGraphic refuses C0/C1 controls and bidi overrides alike: the actor is
+// printed on every timeline line of the request.
+func notGraphic(r rune) bool { return !safetext.Graphic(r) }
 
 func validateEnv(env map[string]string) error {
 	if len(env) > maxEnvEntries {

@@ -24,8 +24,6 @@ func run() int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "tiny N: checks that every figure runs; the numbers mean nothing")
 	only := fs.String("only", "", "comma-separated figures to run ("+strings.Join(bench.Names(), ", ")+"); default all")
-	dbURL := fs.String("database-url", firstNonEmpty(os.Getenv("DATABASE_URL"), bench.LocalServer),
-		"Postgres server (DATABASE_URL); the bench creates a scratch database per figure on it and drops them after")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -39,7 +37,10 @@ func run() int {
 	if *quick {
 		scale = bench.QuickScale()
 	}
-	scratch, err := bench.NewScratch(*dbURL)
+	// The Postgres server comes from DATABASE_URL only (a flag would show
+	// its password in ps); the bench creates a scratch database per figure
+	// on it and drops them after.
+	scratch, err := bench.NewScratch(firstNonEmpty(os.Getenv("DATABASE_URL"), bench.LocalServer))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2

@@ -110,7 +110,8 @@ func parse(args []string, getenv func(string) string) (settings, error) {
 		return s, err
 	}
 	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		// Not repeated: a secret pasted in the wrong place would be echoed.
+		return s, fmt.Errorf("unexpected arguments (%d), not repeated here", fs.NArg())
 	}
 	d, ok := cpfake.ParseDialect(dialect)
 	if !ok {

@@ -49,12 +49,13 @@ func TestParse_Errors(t *testing.T) {
 		{"bad env bool", nil, map[string]string{"CPSIM_NO_LIST": "yes please"}, "CPSIM_NO_LIST"},
 		{"share out of range", []string{"--fault-reset", "1.5"}, nil, "[0,1]"},
 		{"unknown dialect", nil, map[string]string{"CPSIM_DIALECT": "xml"}, "CPSIM_DIALECT"},
-		{"stray argument", []string{"extra"}, nil, "unexpected arguments"},
+		{"stray argument", []string{"API_KEY=sk-live-abc123"}, nil, "unexpected arguments"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parse(tt.args, envOf(tt.env))
 			require.ErrorContains(t, err, tt.want)
+			require.NotContains(t, err.Error(), "sk-live", "a stray argument is never repeated")
 		})
 	}
 }

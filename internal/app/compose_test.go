@@ -186,3 +186,44 @@ func TestCompose_HasTheTopologyOperatorsExpect(t *testing.T) {
 	require.Equal(t, 1, sims)
 	require.NotNil(t, doc.Services["postgres"].Healthcheck)
 }
+
+// Finding 10: the runtime image was alpine:3.20, out of support (no
+// security fixes). Every base image is a supported Alpine (3.22 or
+// later, as of December 2026) or the Go build image, and each FROM is
+// either pinned by digest or takes its reference from a build ARG, so
+// a digest-pinned reference can be passed without editing the file.
+func TestDockerfile_BaseImagesAreSupportedAndPinnable(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	require.NoError(t, err)
+	args := map[string]string{}
+	var froms []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "ARG":
+			k, v, _ := strings.Cut(f[1], "=")
+			args[k] = v
+		case len(f) >= 2 && f[0] == "FROM":
+			froms = append(froms, f[1])
+		}
+	}
+	require.Len(t, froms, 2, "a build stage and a runtime stage")
+	alpine := regexp.MustCompile(`^alpine:3\.(\d+)(@sha256:[0-9a-f]{64})?$`)
+	for _, from := range froms {
+		ref := from
+		if m := regexp.MustCompile(`^\$\{(\w+)\}$`).FindStringSubmatch(from); m != nil {
+			ref = args[m[1]]
+			require.NotEmpty(t, ref, "FROM %s has a default", from)
+		} else {
+			require.Regexp(t, `@sha256:[0-9a-f]{64}$`, from, "a literal FROM is pinned by digest")
+		}
+		if m := alpine.FindStringSubmatch(ref); m != nil {
+			minor := 0
+			_, err := fmt.Sscan(m[1], &minor)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, minor, 22, "%s is out of support", ref)
+			continue
+		}
+		require.Regexp(t, `^golang:1\.\d+-(bookworm|trixie)(@sha256:[0-9a-f]{64})?$`, ref)
+	}
+}

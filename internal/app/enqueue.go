@@ -59,7 +59,8 @@ func RunEnqueue(ctx context.Context, cli CLI, args []string) error {
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		return fmt.Errorf("%w: unknown subcommand %q (run `enqueue --help`)", config.ErrUsage, args[0])
+		// Not repeated: a pasted secret would be echoed to stderr.
+		return fmt.Errorf("%w: unknown subcommand, not repeated here (run `enqueue --help` for the list)", config.ErrUsage)
 	}
 	return cmd.run(ctx, cli, args[1:])
 }
@@ -91,7 +92,7 @@ type common struct {
 
 func commonSettings(set *config.Set, c *common) {
 	d := jobs.DefaultSettings()
-	set.String(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "Postgres URL (required)")
+	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
 	set.Int(&c.Settings.TerminateMaxAttempts, "terminate-max-attempts", "TERMINATE_MAX_ATTEMPTS", d.TerminateMaxAttempts, 1, 100000, "attempt budget of terminate jobs this inserts")
 	set.Int(&c.Settings.ProvisionMaxAttempts, "provision-max-attempts", "PROVISION_MAX_ATTEMPTS", d.ProvisionMaxAttempts, 1, 100000, "attempt budget of provision jobs this inserts")
 }
@@ -107,8 +108,8 @@ func parseCmd(cli CLI, set *config.Set, c *common, args []string, usage string) 
 	if err != nil {
 		return err
 	}
-	if set.FlagSet().NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", config.ErrUsage, set.FlagSet().Arg(0))
+	if err := set.NoArgs(); err != nil {
+		return err
 	}
 	return checkDatabaseURL(c.DatabaseURL)
 }

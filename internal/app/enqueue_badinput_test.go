@@ -69,13 +69,16 @@ func biCases(known string) []biCase {
 	ws := uuid.NewString()
 	return []biCase{
 		{"no subcommand", nil, nil, "a subcommand is required"},
-		{"unknown subcommand", nil, []string{"provison"}, `unknown subcommand "provison"`},
+		{"unknown subcommand", nil, []string{"provison"}, "unknown subcommand"},
+		{"secret in place of a subcommand", nil, []string{"API_KEY=" + biSecret}, "unknown subcommand, not repeated"},
 		{"provision without workspace id", nil, []string{"provision"}, "workspace id must be a UUID"},
 		{"provision invalid uuid", nil, []string{"provision", "--workspace-id", "ws-1"}, `workspace id must be a UUID, got "ws-1"`},
 		{"provision uuid with a quote", nil, []string{"provision", "--workspace-id", ws + "'"}, "workspace id must be a UUID"},
 		{"provision flag without value", nil, []string{"provision", "--workspace-id"}, "flag needs an argument: -workspace-id"},
 		{"provision unknown flag", nil, []string{"provision", "--workspace-id", ws, "--teir", "2"}, "flag provided but not defined: -teir"},
-		{"provision positional argument", nil, []string{"provision", "--workspace-id", ws, "extra"}, `unexpected argument "extra"`},
+		{"provision positional argument", nil, []string{"provision", "--workspace-id", ws, "extra"}, "unexpected positional argument"},
+		{"provision positional secret", nil, []string{"provision", "--workspace-id", ws, "API_KEY=" + biSecret}, "not repeated"},
+		{"database url as a flag", nil, []string{"provision", "--workspace-id", ws, "--database-url", "postgres://u:" + biSecret + "@h/db"}, "not defined: -database-url"},
 		{"tier above range", nil, []string{"provision", "--workspace-id", ws, "--tier", "5"}, "want an integer from 0 to 4"},
 		{"tier below range", nil, []string{"provision", "--workspace-id", ws, "--tier", "-1"}, "want an integer from 0 to 4"},
 		{"tier not a number", nil, []string{"provision", "--workspace-id", ws, "--tier", "two"}, "want an integer from 0 to 4"},

@@ -18,6 +18,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/config"
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -347,16 +348,20 @@ func printTimeline(w io.Writer, id string, out timelineOutput) error {
 				job += fmt.Sprintf(" #%d", l.Attempt)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", utc(l.At), l.Event, job, describe(l))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", utc(l.At), safetext.Value(l.Event), job, describe(l))
 	}
 	return tw.Flush()
 }
 
-// describe renders fields as sorted key=value pairs, actor first.
+// describe renders fields as sorted key=value pairs, actor first. Every
+// value that holds a space or a rune that is not printable is Go-quoted
+// (safetext.Value): a CP error or an actor carrying a newline, a C1
+// control or a bidi override would otherwise forge timeline lines or
+// reorder them on the operator's terminal.
 func describe(l timelineLine) string {
 	var parts []string
 	if l.Actor != "" {
-		parts = append(parts, "by "+l.Actor)
+		parts = append(parts, "by "+safetext.Value(l.Actor))
 	}
 	keys := make([]string, 0, len(l.Fields))
 	for k := range l.Fields {
@@ -368,10 +373,7 @@ func describe(l timelineLine) string {
 		if r := []rune(v); k == "error" && len(r) > maxTextError {
 			v = string(r[:maxTextError]) + "…"
 		}
-		if strings.ContainsAny(v, " \t\n") {
-			v = strconv.Quote(v)
-		}
-		parts = append(parts, k+"="+v)
+		parts = append(parts, safetext.Value(k)+"="+safetext.Value(v))
 	}
 	return strings.Join(parts, " ")
 }

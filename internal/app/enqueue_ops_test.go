@@ -16,6 +16,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/app"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -252,6 +253,38 @@ func TestTimeline_TextIsOneLinePerEvent(t *testing.T) {
 	require.Contains(t, failed[0], "job "+strconv.FormatInt(stopJob, 10)+" #1")
 	require.Contains(t, failed[0], "500")
 	require.Contains(t, out, "provision.ec2_stopped")
+}
+
+// A CP error (or any field) holding a C1 control, U+0085 or a bidi
+// override must reach the operator's terminal escaped, not raw: the old
+// output quoted a value only when it held a space.
+func TestTimeline_TextQuotesEveryNonGraphicRune(t *testing.T) {
+	env := jobtest.New(t, jobtest.Config{NoStart: true})
+	id := uuid.NewString()
+	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
+	hostile := map[string]string{
+		"csi": "a\u009b2Jb", "nel": "a\u0085b", "rlo": "gnp.\u202eexe", "isolate": "a\u2066b\u2069",
+		"nbsp": "a\u00a0b", "plain": "i-0123abcd",
+	}
+	fields := map[string]any{}
+	for k, v := range hostile {
+		fields[k] = v
+	}
+	require.NoError(t, store.AppendEvent(context.Background(), env.Pool,
+		store.Event{WorkspaceID: id, Event: "test.hostile", Actor: "ops", Fields: fields}))
+
+	out, err := enqueue(t, env, "timeline", "--workspace-id", id)
+	require.NoError(t, err)
+	for _, r := range out {
+		require.True(t, r == '\n' || safetext.Graphic(r), "output holds %U:\n%s", r, out)
+	}
+	for k, v := range hostile {
+		want := k + "=" + strconv.Quote(v)
+		if k == "plain" {
+			want = k + "=" + v
+		}
+		require.Contains(t, out, want)
+	}
 }
 
 func TestTimeline_RejectsUnknownOrMalformedWorkspace(t *testing.T) {

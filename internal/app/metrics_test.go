@@ -200,3 +200,84 @@ func TestDBCollector_ExportsNothingBeforeFirstRead(t *testing.T) {
 	require.Equal(t, 0.0, value(t, m, "provisioner_db_stats_up", nil))
 	require.NotContains(t, m, "provisioner_workspaces", "zeros before any read would look like an empty fleet")
 }
+
+// foreignArgs is a job of a kind this worker does not run, as anyone who
+// can insert into river_job could add.
+type foreignArgs struct{ kind string }
+
+func (a foreignArgs) Kind() string { return a.kind }
+
+// collectorServer serves a registry holding only c over the real handler.
+func collectorServer(t *testing.T, env *jobtest.Env, c *obs.DBCollector) string {
+	t.Helper()
+	env.Metrics.Registry.MustRegister(c)
+	srv, err := httpapi.New(httpapi.Config{Pool: env.Pool, River: env.Worker, Registry: env.Metrics.Registry})
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// Finding 9: provisioner_river_jobs{kind} exported every kind found in
+// river_job, an open label set on an unauthenticated page. Only the
+// worker's own kinds are labels; the rest add up under "other".
+func TestDBCollector_FoldsForeignKindsIntoOther(t *testing.T) {
+	env := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	for _, kind := range []string{"evil_kind_1", `evil"kind{2}`, "evil_kind_1"} {
+		_, err := env.Insert.Insert(ctx, foreignArgs{kind: kind}, nil)
+		require.NoError(t, err)
+	}
+	env.Provision(jobs.ProvisionRequest{WorkspaceID: uuid.NewString()})
+	c := obs.NewDBCollector(env.Pool, jobs.KindProvision, jobs.KindTerminate)
+	url := collectorServer(t, env, c)
+	require.NoError(t, c.Refresh(ctx))
+
+	m := scrape(t, url)
+	kinds := map[string]bool{}
+	for _, name := range []string{"provisioner_river_jobs", "provisioner_oldest_available_job_age_seconds"} {
+		for _, s := range m[name].GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "kind" {
+					kinds[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	require.Equal(t, map[string]bool{jobs.KindProvision: true, jobs.KindTerminate: true, obs.Other: true}, kinds)
+	require.Equal(t, 3.0, value(t, m, "provisioner_river_jobs", lbl{"kind": obs.Other, "state": "available"}))
+	require.Equal(t, 1.0, value(t, m, "provisioner_river_jobs", lbl{"kind": jobs.KindProvision, "state": "available"}))
+	require.Greater(t, value(t, m, "provisioner_oldest_available_job_age_seconds", lbl{"kind": obs.Other}), 0.0)
+	require.Equal(t, 0.0, value(t, m, "provisioner_river_jobs", lbl{"kind": obs.Other, "state": "discarded"}),
+		"other exists at zero too")
+}
+
+// Finding 10: River UI can pause a queue with one click, and a paused
+// terminate queue stops every stop silently. The gauge shows it (0 when
+// running, so the alert's series exists), per own queue and as a count
+// for others.
+func TestDBCollector_ExportsPausedQueues(t *testing.T) {
+	env := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	for _, q := range []string{jobs.QueueProvision, jobs.QueueTerminate, "someone-elses-queue"} {
+		_, err := env.Pool.Exec(ctx, `INSERT INTO river_queue (name, created_at, metadata, updated_at) VALUES ($1, now(), '{}', now())`, q)
+		require.NoError(t, err)
+	}
+	c := obs.NewDBCollector(env.Pool, jobs.KindTerminate).WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
+	url := collectorServer(t, env, c)
+	paused := func(queue string) float64 {
+		require.NoError(t, c.Refresh(ctx))
+		return value(t, scrape(t, url), "provisioner_river_queues_paused", lbl{"queue": queue})
+	}
+	require.Equal(t, 0.0, paused(jobs.QueueTerminate))
+	require.Equal(t, 0.0, paused(jobs.QueueMaintenance), "exported before River ever saw the queue")
+
+	require.NoError(t, env.Insert.QueuePause(ctx, jobs.QueueTerminate, nil))
+	require.NoError(t, env.Insert.QueuePause(ctx, "someone-elses-queue", nil))
+	require.Equal(t, 1.0, paused(jobs.QueueTerminate))
+	require.Equal(t, 0.0, paused(jobs.QueueProvision))
+	require.Equal(t, 1.0, paused(obs.Other))
+
+	require.NoError(t, env.Insert.QueueResume(ctx, jobs.QueueTerminate, nil))
+	require.Equal(t, 0.0, paused(jobs.QueueTerminate))
+}

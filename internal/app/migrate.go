@@ -17,7 +17,7 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	var to int
 	var force bool
 	set := config.New("worker migrate", getenv)
-	set.String(&dbURL, "database-url", "DATABASE_URL", "", "Postgres URL (required)")
+	set.EnvString(&dbURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
 	set.Int(&to, "to", "", -1, -1, 1<<30, "down: the version to migrate down to (default: one step)")
 	set.Bool(&force, "force", "", false, "down: drop River's tables even while jobs are unfinished (they are lost)")
 	if len(args) == 0 {
@@ -27,11 +27,14 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := set.Parse(args[1:]); err != nil {
 		return err
 	}
+	if err := set.NoArgs(); err != nil {
+		return err
+	}
 	if err := checkDatabaseURL(dbURL); err != nil {
 		return err
 	}
 	if cmd != "up" && cmd != "down" && cmd != "status" {
-		return fmt.Errorf("%w: unknown migrate command %q (want up, down or status)", config.ErrUsage, cmd)
+		return fmt.Errorf("%w: unknown migrate command, not repeated here (want up, down or status)", config.ErrUsage)
 	}
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -42,7 +41,8 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 	}
 	metrics := obs.NewMetrics()
 	c.CP.OnRequest = metrics.ObserveCP
-	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep)
+	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
+		WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
 	metrics.Registry.MustRegister(dbStats)
 	statsCtx, stopStats := context.WithCancel(ctx)
 	defer stopStats()
@@ -84,7 +84,7 @@ func serve(ctx context.Context, c WorkerConfig, log zerolog.Logger, client *jobs
 	if err := srv.Start(uiCtx); err != nil {
 		return fmt.Errorf("river ui: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := httpapi.NewHTTPServer(srv, httpapi.DefaultTimeouts)
 	go func() { _ = httpSrv.Serve(ln) }()
 	watchJobs(uiCtx, client, log, metrics)
 	go pruneEvents(uiCtx, pool, c.EventRetention, log)

@@ -36,11 +36,11 @@ type WorkerConfig struct {
 func workerSettings(set *config.Set, c *WorkerConfig) {
 	d := jobs.DefaultSettings()
 	c.Sweep = jobs.DefaultSweepSettings()
-	set.String(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "Postgres URL (required)")
+	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
 	set.String(&c.HTTPAddr, "http-addr", "WORKER_HTTP_ADDR", "127.0.0.1:8080", "address for /healthz, /readyz, /metrics and River UI")
 	set.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&c.UIUser, "ui-user", "RIVER_BASIC_AUTH_USER", "", "River UI basic-auth user (required off loopback)")
-	set.Secret(&c.UIPass, "ui-pass", "RIVER_BASIC_AUTH_PASS", "River UI basic-auth password (required off loopback)")
+	set.EnvSecret(&c.UIPass, "RIVER_BASIC_AUTH_PASS", "River UI basic-auth password (required off loopback; env only)")
 	set.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are cancelled (and requeued)")
 	set.Duration(&c.EventRetention, "event-retention", "EVENT_RETENTION", 90*24*time.Hour, "how long workspace timeline events are kept")
 	set.Int(&c.Options.ProvisionWorkers, "provision-workers", "PROVISION_WORKERS", 20, 1, 10000, "concurrent provision jobs in this process")
@@ -78,8 +78,8 @@ func ParseWorker(args []string, getenv func(string) string) (WorkerConfig, error
 	if err := set.Parse(args); err != nil {
 		return c, err
 	}
-	if set.FlagSet().NArg() > 0 {
-		return c, fmt.Errorf("%w: unexpected argument %q", config.ErrUsage, set.FlagSet().Arg(0))
+	if err := set.NoArgs(); err != nil {
+		return c, err
 	}
 	return c, c.check(getenv)
 }
@@ -131,7 +131,8 @@ The control plane is configured by env only (see cp-api.md):
   (fallback PROVISION_SHARED_SECRET), ADMIN_TOKEN, CP_ADMIN_API_TOKEN
   (fallback: the shared secret), CP_TIMEOUT [default 30s].
 
-Flags (each also read from the env var shown; a flag wins):
+Settings (a flag is also read from the env var shown, and wins over it;
+secrets are read from env only, so they never show in ps):
 `)
 	set.Usage(w)
 }
@@ -145,13 +146,17 @@ func WorkerSettingsTable() string {
 	var b strings.Builder
 	b.WriteString("| flag | env | default | meaning |\n|---|---|---|---|\n")
 	for _, e := range set.Entries() {
+		flagCol := "`--" + e[0] + "`"
+		if e[0] == "" {
+			flagCol = "(env only)"
+		}
 		def := e[2]
 		if def == "" {
 			def = " "
 		} else {
 			def = "`" + def + "`"
 		}
-		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", e[0], e[1], def, strings.ReplaceAll(e[3], "|", "\\|"))
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", flagCol, e[1], def, strings.ReplaceAll(e[3], "|", "\\|"))
 	}
 	return b.String()
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +83,11 @@ func TestParseWorker_BadValueNamesVariableAndForm(t *testing.T) {
 		{"rescue before timeouts", map[string]string{"RESCUE_AFTER": "1m"}, nil, []string{"RESCUE_AFTER", "must exceed"}},
 		{"unknown flag", nil, []string{"--provision-wrokers", "3"}, []string{"-provision-wrokers", "not defined"}},
 		{"flag bad value", nil, []string{"--terminate-max-attempts", "-1"}, []string{"-terminate-max-attempts", "an integer from 1 to 100000"}},
-		{"positional argument", nil, []string{"run"}, []string{`unexpected argument "run"`}},
+		{"positional argument", nil, []string{"run"}, []string{"unexpected positional argument"}},
+		{"positional secret", nil, []string{"API_KEY=" + wcSecret}, []string{"unexpected positional argument", "not repeated"}},
+		{"ui password as a flag", nil, []string{"--ui-pass", wcPass}, []string{"not defined: -ui-pass"}},
+		{"ui password as a flag with =", nil, []string{"--ui-pass=" + wcPass}, []string{"not defined: -ui-pass"}},
+		{"database url as a flag", nil, []string{"--database-url", "postgres://u:" + wcSecret + "@h/db"}, []string{"not defined: -database-url"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,6 +122,9 @@ func TestWorkerUsage_ListsEveryFlagEnvVarAndDefault(t *testing.T) {
 		if e[1] != "" {
 			line += "  (env " + e[1] + ")"
 		}
+		if e[0] == "" {
+			line = e[1] + "  (env only)"
+		}
 		if e[2] != "" {
 			line += "  [default " + e[2] + "]"
 		}
@@ -138,7 +146,35 @@ func TestWorkerUsage_NeverPrintsASecretDefault(t *testing.T) {
 	set.Usage(&buf)
 	require.NotContains(t, buf.String(), wcPass)
 	require.NotContains(t, buf.String(), wcSecret)
-	require.Contains(t, buf.String(), "--ui-pass  (env RIVER_BASIC_AUTH_PASS)\n")
+	require.Contains(t, buf.String(), "  RIVER_BASIC_AUTH_PASS  (env only)\n")
+}
+
+// Finding 7: secrets on the command line show in ps and shell
+// histories. RIVER_BASIC_AUTH_PASS and DATABASE_URL are env only, for
+// every command that reads them, and --help still names them.
+func TestSecretSettings_AreEnvOnlyAndListedInHelp(t *testing.T) {
+	var c WorkerConfig
+	set := config.New("worker", wcEnv(nil))
+	workerSettings(set, &c)
+	for _, name := range []string{"ui-pass", "database-url"} {
+		require.Nil(t, set.FlagSet().Lookup(name), "worker --%s", name)
+	}
+	var buf bytes.Buffer
+	WorkerUsage(&buf)
+	require.Contains(t, buf.String(), "  DATABASE_URL  (env only)\n")
+	require.Contains(t, buf.String(), "  RIVER_BASIC_AUTH_PASS  (env only)\n")
+	require.Contains(t, WorkerSettingsTable(), "| (env only) | `RIVER_BASIC_AUTH_PASS` |")
+
+	var cm common
+	eset := config.New("enqueue", wcEnv(nil))
+	commonSettings(eset, &cm)
+	require.Nil(t, eset.FlagSet().Lookup("database-url"), "enqueue --database-url")
+
+	for _, args := range [][]string{{"up", "--database-url", "postgres://u:" + wcSecret + "@h/db"}, {"up", wcSecret}, {wcSecret}} {
+		err := RunMigrate(t.Context(), args, wcEnv(map[string]string{"DATABASE_URL": ""}), io.Discard)
+		require.ErrorIs(t, err, config.ErrUsage, "%q", args)
+		require.NotContains(t, err.Error(), wcSecret, "%q", args)
+	}
 }
 
 // The process-level contract: exit 2 and a message on stderr before

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 )
 
 // ErrUsage marks bad input: callers exit 2.
@@ -44,6 +46,7 @@ func New(name string, getenv func(string) string) *Set {
 func (s *Set) FlagSet() *flag.FlagSet { return s.fs }
 
 // add registers v under flag and env, applying env's value to v's default.
+// An empty flag name registers no flag: the setting is read from env only.
 func (s *Set) add(v flag.Value, name, env, help, form string) {
 	s.entries = append(s.entries, entry{flag: name, env: env, def: v.String(), help: help})
 	if env != "" {
@@ -53,7 +56,9 @@ func (s *Set) add(v flag.Value, name, env, help, form string) {
 			}
 		}
 	}
-	s.fs.Var(v, name, help)
+	if name != "" {
+		s.fs.Var(v, name, help)
+	}
 }
 
 // String binds a string setting.
@@ -66,6 +71,20 @@ func (s *Set) String(p *string, name, env, def, help string) {
 // its flag and env var, never a value.
 func (s *Set) Secret(p *string, name, env, help string) {
 	s.add((*secretValue)(p), name, env, help, "a string")
+}
+
+// EnvString binds a string read from env only, never from a flag: for a
+// value that holds a secret (DATABASE_URL carries the Postgres
+// password), since a command line is shown by ps to every user of the
+// machine and kept in shell histories.
+func (s *Set) EnvString(p *string, env, help string) {
+	s.add((*stringValue)(p), "", env, help, "a string")
+}
+
+// EnvSecret binds a secret read from env only (see EnvString); --help
+// shows its env var, never a value.
+func (s *Set) EnvSecret(p *string, env, help string) {
+	s.add((*secretValue)(p), "", env, help, "a string")
 }
 
 // Int binds an integer in [lo, hi].
@@ -107,6 +126,17 @@ func (s *Set) Parse(args []string) error {
 	return nil
 }
 
+// NoArgs refuses positional arguments left after the flags, without
+// repeating them: a review saw `unexpected argument "API_KEY=sk-live-…"`
+// echoed to stderr (and so to CI logs) when a secret was pasted in the
+// wrong place.
+func (s *Set) NoArgs() error {
+	if n := s.fs.NArg(); n > 0 {
+		return fmt.Errorf("%w: %d unexpected positional argument(s), not repeated here (they may hold a secret); settings are --flags or env vars", ErrUsage, n)
+	}
+	return nil
+}
+
 // flagValueQuote matches the flag package's `invalid value "…" for flag
 // -name: ` (and its boolean variant).
 var flagValueQuote = regexp.MustCompile(`^invalid (?:boolean )?value "(?:[^"\\]|\\.)*" for (?:flag )?(-\S+): `)
@@ -118,17 +148,11 @@ func dropFlagValue(msg string) string {
 	return flagValueQuote.ReplaceAllString(msg, "flag $1: ")
 }
 
-// printable replaces control characters: flag's own messages quote an
+// printable replaces every non-graphic rune: flag's own messages quote an
 // unknown flag's name as typed, and a newline in it would forge a second
-// line on stderr (found by FuzzParseWorker).
-func printable(msg string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, msg)
-}
+// line on stderr (found by FuzzParseWorker); a C1 control or a bidi
+// override would do the same to a terminal.
+func printable(msg string) string { return safetext.Replace(msg, '?') }
 
 // oneLine joins several setting errors on one line (errors.Join uses
 // newlines, and callers print the error as a single stderr line).
@@ -144,12 +168,18 @@ func (e oneLine) Error() string {
 
 func (e oneLine) Unwrap() []error { return e }
 
-// Usage writes every setting with its flag, env var and default.
+// Usage writes every setting with its flag, env var and default; an
+// env-only setting shows as "NAME  (env only)".
 func (s *Set) Usage(w io.Writer) {
 	for _, e := range s.entries {
-		fmt.Fprintf(w, "  --%s", e.flag)
-		if e.env != "" {
-			fmt.Fprintf(w, "  (env %s)", e.env)
+		switch {
+		case e.flag == "":
+			fmt.Fprintf(w, "  %s  (env only)", e.env)
+		default:
+			fmt.Fprintf(w, "  --%s", e.flag)
+			if e.env != "" {
+				fmt.Fprintf(w, "  (env %s)", e.env)
+			}
 		}
 		if e.def != "" {
 			fmt.Fprintf(w, "  [default %s]", e.def)
@@ -159,7 +189,7 @@ func (s *Set) Usage(w io.Writer) {
 }
 
 // Entries lists the settings as (flag, env, default, help) rows, for the
-// README check.
+// README check; flag is "" for an env-only setting.
 func (s *Set) Entries() [][4]string {
 	out := make([][4]string, 0, len(s.entries))
 	for _, e := range s.entries {

@@ -96,3 +96,15 @@ func TestSet_FlagErrorsStayOnOneLine(t *testing.T) {
 	require.ErrorIs(t, err, ErrUsage)
 	require.NotContains(t, err.Error(), "\n")
 }
+
+// Beyond ASCII: a C1 control (U+009B is a terminal's CSI), NEL and the
+// bidi overrides and isolates must not reach stderr either.
+func TestSet_FlagErrorsCarryNoNonGraphicRune(t *testing.T) {
+	for _, r := range []rune{0x85, 0x9b, 0x202a, 0x202e, 0x2066, 0x2069, 0x2028} {
+		s := New("t", env(nil))
+		err := s.Parse([]string{"--evil" + string(r) + "flag"})
+		require.ErrorIs(t, err, ErrUsage)
+		require.NotContains(t, err.Error(), string(r), "%U", r)
+		require.Contains(t, err.Error(), "-evil?flag")
+	}
+}

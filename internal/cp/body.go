@@ -3,7 +3,6 @@ package cp
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 )
 
 // unstructuredPrefix starts the placeholder Message for a body without a
@@ -11,35 +10,24 @@ import (
 // tell them from a message the CP wrote.
 const unstructuredPrefix = "<unstructured body"
 
-// errorField returns the body's JSON "error" string (truncated, control
-// characters removed) or a placeholder naming only the body's size. The raw
-// body is never used: an upstream misconfiguration once echoed request
-// headers, bearer token included, into its error page, and errors end up in
-// logs and in the workspace's last_error. The error field itself can echo
-// them too, so every configured secret in it is replaced before the
-// message is cut (a cut first could leave a secret's prefix behind).
-func errorField(body []byte, secrets ...string) string {
+// errorField returns the body's JSON "error" string (secrets replaced,
+// non-graphic runes replaced, truncated) or a placeholder naming only the
+// body's size. The raw body is never used: an upstream misconfiguration
+// once echoed request headers, bearer token included, into its error page,
+// and errors end up in logs and in the workspace's last_error. The error
+// field itself can echo them too (and a provision's env values), so every
+// form of every secret in it is replaced before the message is cut (a cut
+// first could leave a secret's prefix behind).
+func errorField(body []byte, sec secrets) string {
 	var v struct {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(body, &v) == nil {
-		msg := strings.TrimLeft(strings.TrimSpace(redact(stripControl(v.Error), secrets)), "<")
-		if msg != "" {
+		if msg := scrub(v.Error, sec.forms(), maxMessage); msg != "" {
 			return truncate(msg, maxMessage)
 		}
 	}
 	return fmt.Sprintf("%s, %d bytes>", unstructuredPrefix, len(body))
-}
-
-// stripControl replaces control characters so a CP message cannot forge
-// extra lines in text logs.
-func stripControl(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 // malformed is the error for a 2xx body that does not hold what the
@@ -48,14 +36,4 @@ func stripControl(s string) string {
 // leak, and an empty state read as "not running" would restart a workspace.
 func malformed(op string, status int, what string, class Class) *Error {
 	return &Error{Op: op, StatusCode: status, Class: class, Message: what}
-}
-
-// redact replaces every non-empty secret in s.
-func redact(s string, secrets []string) string {
-	for _, secret := range secrets {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
-		}
-	}
-	return s
 }

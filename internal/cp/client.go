@@ -238,11 +238,16 @@ func closeBody(b io.ReadCloser) {
 }
 
 // failure turns a non-success answer into an *Error.
-func (c *Client) failure(op string, a answer) *Error {
+func (c *Client) failure(op string, a answer) *Error { return c.failureWithEnv(op, a, nil) }
+
+// failureWithEnv is failure for a call that sent env values: the CP's
+// message is cleared of them as well as of the credentials.
+func (c *Client) failureWithEnv(op string, a answer, env map[string]string) *Error {
+	sec := secrets{credentials: []string{c.cfg.SharedSecret, c.cfg.AdminToken, c.cfg.AdminAPIKey}, env: env}
 	e := &Error{
 		Op:         op,
 		StatusCode: a.status,
-		Message:    errorField(a.body, c.cfg.SharedSecret, c.cfg.AdminToken, c.cfg.AdminAPIKey),
+		Message:    errorField(a.body, sec),
 		RetryAfter: parseRetryAfter(a.header.Get("Retry-After"), c.now()),
 		Class:      classify(op, a.status),
 	}

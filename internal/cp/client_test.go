@@ -575,9 +575,9 @@ func TestError_Format(t *testing.T) {
 }
 
 func TestErrorField_StripsControlCharacters(t *testing.T) {
-	msg := errorField([]byte(`{"error":"line1\nlevel=error forged"}`))
+	msg := errorField([]byte(`{"error":"line1\nlevel=error forged"}`), secrets{})
 	require.Equal(t, "line1 level=error forged", msg)
-	require.Equal(t, "<unstructured body, 2 bytes>", errorField([]byte(`{}`)))
+	require.Equal(t, "<unstructured body, 2 bytes>", errorField([]byte(`{}`), secrets{}))
 }
 
 func TestErrorField_RedactsConfiguredSecrets(t *testing.T) {
@@ -590,7 +590,7 @@ func TestErrorField_RedactsConfiguredSecrets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg := errorField([]byte(tt.body), "s3cret-shared", "adm-TOKEN-1", "")
+			msg := errorField([]byte(tt.body), secrets{credentials: []string{"s3cret-shared", "adm-TOKEN-1", ""}})
 			require.NotContains(t, msg, "s3cret")
 			require.NotContains(t, msg, "adm-TOKEN")
 		})

@@ -82,7 +82,7 @@ func (c *Client) Start(ctx context.Context, req ProvisionRequest) (Instance, err
 		return Instance{}, err
 	}
 	if a.status != http.StatusCreated {
-		return Instance{}, c.failure(opProvision, a)
+		return Instance{}, c.failureWithEnv(opProvision, a, req.Env)
 	}
 	return parseProvision(req.WorkspaceID, a.body)
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
@@ -108,3 +112,49 @@ func TestBrowser_RetryDiscardedTerminateFromRiverUI(t *testing.T) {
 	require.Empty(t, env.CP.Live(wsID), "the instance is really gone at the CP")
 	screenshot(t, ctx, "after-retry")
 }
+
+// The review's CSRF, in a real browser: the operator, logged in to River
+// UI, opens a page of another site that auto-submits a text/plain form at
+// River UI's cancel endpoint. The browser sends the request with the
+// operator's credentials; the worker must refuse it and the job must stay.
+func TestBrowser_CrossSiteFormPostCannotCancelAJob(t *testing.T) {
+	ctx := browser(t)
+	env := jobtest.New(t, jobtest.Config{NoStart: true})
+	res := env.Provision(jobs.ProvisionRequest{WorkspaceID: uuid.NewString()})
+	srv, _ := newServer(t, env, env.Pool, uiUser, uiPass)
+	answered := make(chan int, 1)
+	ui := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		srv.ServeHTTP(rec, r)
+		if r.URL.Path == "/riverui/api/jobs/cancel" {
+			answered <- rec.code
+		}
+	}))
+	t.Cleanup(ui.Close)
+	// localhost vs 127.0.0.1: another site, as evil.example would be.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `<html><body><form id="f" method="POST" enctype="text/plain" action="%s/riverui/api/jobs/cancel">`+
+			`<input name='{"ids":["%d"],"x":"' value='"}'></form><script>document.getElementById("f").submit()</script></body></html>`,
+			ui.URL, res.Job.ID)
+	}))
+	t.Cleanup(evil.Close)
+	evilURL := strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)
+
+	logIn(t, ctx, uiUser, uiPass)
+	_, err := chromedp.Run(ctx, chromedp.NavigateResponse(evilURL))
+	require.NoError(t, err)
+	select {
+	case code := <-answered:
+		require.Equal(t, http.StatusForbidden, code)
+	case <-ctx.Done():
+		t.Fatal("the browser never sent the cross-site form")
+	}
+	require.Equal(t, rivertype.JobStateAvailable, jobRow(t, env, res.Job.ID).State, "the job was not cancelled")
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }

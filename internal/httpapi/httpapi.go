@@ -39,6 +39,7 @@ type Config struct {
 // Server is the worker's HTTP handler.
 type Server struct {
 	mux     *http.ServeMux
+	handler http.Handler // mux behind the guards every request passes
 	ui      *riverui.Handler
 	cfg     Config
 	started func() bool
@@ -72,9 +73,13 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
-	guarded := s.basicAuth(ui)
+	guarded := s.basicAuth(uiGuard(ui))
 	s.mux.Handle(UIPrefix, guarded)
 	s.mux.Handle("/riverui", guarded)
+	s.handler = noFraming(s.mux)
+	if cfg.User == "" && cfg.Pass == "" {
+		s.handler = loopbackHostOnly(s.handler)
+	}
 	return s, nil
 }
 
@@ -82,7 +87,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Start(ctx context.Context) error { return s.ui.Start(ctx) }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // ready answers 200 once the database answers and the River client runs.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {

@@ -2,7 +2,7 @@ package obs
 
 import (
 	"context"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,17 +22,26 @@ import (
 // Every known kind × state and every status is exported, zero included:
 // an alert on `provisioner_river_jobs{state="discarded"} > 0` needs the
 // series to exist before the first job dies, or it never fires.
+//
+// Only the worker's own kinds and queues are label values; the rest are
+// folded into "other". /metrics needs no login, and anyone who can insert
+// a job (or name a queue) could otherwise add series at will and put
+// their own text on the page.
 type DBCollector struct {
-	db    store.DB
-	kinds []string
+	db     store.DB
+	kinds  []string
+	queues []string
 
 	mu    sync.Mutex
 	stats store.QueueStats
 	ok    bool
 	at    time.Time
 
-	jobs, oldestAvail, workspaces, oldestStopping, up, readAt *prometheus.Desc
+	jobs, oldestAvail, workspaces, oldestStopping, up, readAt, paused *prometheus.Desc
 }
+
+// Other is the kind and queue label of everything this worker does not run.
+const Other = "other"
 
 // workspaceStatuses are exported even at zero (see DBCollector).
 var workspaceStatuses = []string{store.StatusProvisioning, store.StatusRunning, store.StatusStopping,
@@ -54,7 +63,16 @@ func NewDBCollector(db store.DB, kinds ...string) *DBCollector {
 			"1 when the last read of the database gauges succeeded.", nil, nil),
 		readAt: prometheus.NewDesc("provisioner_db_stats_last_success_timestamp_seconds",
 			"Unix time of the last successful read of the database gauges.", nil, nil),
+		paused: prometheus.NewDesc("provisioner_river_queues_paused",
+			"Paused River queues (river_queue.paused_at set): 1 or 0 per queue of this worker, a count for other. A paused terminate queue stops every stop, silently.", []string{"queue"}, nil),
 	}
+}
+
+// WithQueues names the queues exported by provisioner_river_queues_paused
+// (always, zero included); others are counted under "other".
+func (c *DBCollector) WithQueues(queues ...string) *DBCollector {
+	c.queues = queues
+	return c
 }
 
 // Refresh reads the database once. On an error the previous snapshot is
@@ -91,7 +109,7 @@ func (c *DBCollector) Run(ctx context.Context, interval time.Duration, onErr fun
 
 // Describe implements prometheus.Collector.
 func (c *DBCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.jobs, c.oldestAvail, c.workspaces, c.oldestStopping, c.up, c.readAt} {
+	for _, d := range []*prometheus.Desc{c.jobs, c.oldestAvail, c.workspaces, c.oldestStopping, c.up, c.readAt, c.paused} {
 		ch <- d
 	}
 }
@@ -109,33 +127,61 @@ func (c *DBCollector) Collect(ch chan<- prometheus.Metric) {
 		return // never read: export nothing rather than zeros that look true
 	}
 	gauge(c.readAt, float64(at.UnixNano())/1e9)
-	for _, kind := range c.allKinds(s) {
+	counts, oldest := c.foldKinds(s)
+	for _, kind := range append(slices.Clone(c.kinds), Other) {
 		for _, st := range rivertype.JobStates() {
-			gauge(c.jobs, float64(s.JobsByKindState[[2]string{kind, string(st)}]), kind, string(st))
+			gauge(c.jobs, float64(counts[[2]string{kind, string(st)}]), kind, string(st))
 		}
-		gauge(c.oldestAvail, s.OldestAvailableSeconds[kind], kind)
+		gauge(c.oldestAvail, oldest[kind], kind)
 	}
 	for _, st := range workspaceStatuses {
 		gauge(c.workspaces, float64(s.WorkspacesByStatus[st]), st)
 	}
 	gauge(c.oldestStopping, s.OldestStoppingSeconds)
+	for queue, n := range c.foldQueues(s) {
+		gauge(c.paused, n, queue)
+	}
 }
 
-// allKinds is the configured kinds plus any other kind found in the table
-// (a job of a kind this build does not know is worth seeing).
-func (c *DBCollector) allKinds(s store.QueueStats) []string {
-	seen := map[string]bool{}
-	for _, k := range c.kinds {
-		seen[k] = true
+// foldKinds maps every kind this worker does not run to Other: job
+// counts add up, and the oldest available age is the oldest of them.
+func (c *DBCollector) foldKinds(s store.QueueStats) (map[[2]string]int64, map[string]float64) {
+	counts := map[[2]string]int64{}
+	for ks, n := range s.JobsByKindState {
+		counts[[2]string{c.kindLabel(ks[0]), ks[1]}] += n
 	}
-	for ks := range s.JobsByKindState {
-		seen[ks[0]] = true
+	oldest := map[string]float64{}
+	for kind, age := range s.OldestAvailableSeconds {
+		k := c.kindLabel(kind)
+		oldest[k] = max(oldest[k], age)
 	}
-	out := make([]string, 0, len(seen))
-	for k := range seen {
-		out = append(out, k)
+	return counts, oldest
+}
+
+func (c *DBCollector) kindLabel(kind string) string {
+	if slices.Contains(c.kinds, kind) {
+		return kind
 	}
-	sort.Strings(out)
+	return Other
+}
+
+// foldQueues is 0/1 per queue of this worker and the number of other
+// paused queues, every label present.
+func (c *DBCollector) foldQueues(s store.QueueStats) map[string]float64 {
+	out := map[string]float64{Other: 0}
+	for _, q := range c.queues {
+		out[q] = 0
+	}
+	for q, paused := range s.PausedQueues {
+		if !paused {
+			continue
+		}
+		if slices.Contains(c.queues, q) {
+			out[q] = 1
+		} else {
+			out[Other]++
+		}
+	}
 	return out
 }
 

@@ -20,6 +20,10 @@ type QueueStats struct {
 	// OldestStoppingSeconds is how long the oldest stopping row has been
 	// stopping; 0 when none is. A stop stuck here is a leak in the making.
 	OldestStoppingSeconds float64
+	// PausedQueues holds every queue River knows (river_queue) and whether
+	// it is paused. River UI can pause a queue with one click, and a paused
+	// terminate queue stops every stop without an error anywhere.
+	PausedQueues map[string]bool
 }
 
 // ReadQueueStats reads every gauge in one snapshot. Each query is a
@@ -30,8 +34,12 @@ func ReadQueueStats(ctx context.Context, db DB) (QueueStats, error) {
 		JobsByKindState:        map[[2]string]int64{},
 		OldestAvailableSeconds: map[string]float64{},
 		WorkspacesByStatus:     map[string]int64{},
+		PausedQueues:           map[string]bool{},
 	}
 	if err := s.readJobs(ctx, db); err != nil {
+		return s, err
+	}
+	if err := s.readQueues(ctx, db); err != nil {
 		return s, err
 	}
 	if err := s.readWorkspaces(ctx, db); err != nil {
@@ -90,6 +98,26 @@ func (s *QueueStats) readWorkspaces(ctx context.Context, db DB) error {
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("store: read workspace stats: %w", err)
+	}
+	return nil
+}
+
+func (s *QueueStats) readQueues(ctx context.Context, db DB) error {
+	rows, err := db.Query(ctx, `SELECT name, paused_at IS NOT NULL FROM river_queue`)
+	if err != nil {
+		return fmt.Errorf("store: read queues: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var paused bool
+		if err := rows.Scan(&name, &paused); err != nil {
+			return fmt.Errorf("store: scan queues: %w", err)
+		}
+		s.PausedQueues[name] = paused
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: read queues: %w", err)
 	}
 	return nil
 }

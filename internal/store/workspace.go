@@ -188,6 +188,16 @@ func SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) er
 	return nil
 }
 
+// DeleteEnv drops the env map of a workspace. A deleted workspace's
+// secrets were kept in workspace_env (and so in every later backup) for
+// as long as its row lived.
+func DeleteEnv(ctx context.Context, tx pgx.Tx, id string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM workspace_env WHERE workspace_id = $1`, id); err != nil {
+		return fmt.Errorf("store: delete env: %w", err)
+	}
+	return nil
+}
+
 // Env reads the env map of a workspace (empty when none was stored).
 func Env(ctx context.Context, db DB, id string) (map[string]string, error) {
 	var b []byte

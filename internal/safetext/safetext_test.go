@@ -1,0 +1,51 @@
+package safetext_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/molecule-ai/provision-worker/internal/safetext"
+)
+
+// Runes the review found passing the old ASCII-only checks, and their
+// C0 neighbours.
+var hostile = []struct {
+	name string
+	r    rune
+}{
+	{"newline", '\n'}, {"carriage return", '\r'}, {"escape", 0x1b}, {"delete", 0x7f},
+	{"C1 NEL U+0085", 0x85}, {"C1 CSI U+009B", 0x9b},
+	{"LRE U+202A", 0x202a}, {"RLE U+202B", 0x202b}, {"PDF U+202C", 0x202c}, {"LRO U+202D", 0x202d}, {"RLO U+202E", 0x202e},
+	{"LRI U+2066", 0x2066}, {"RLI U+2067", 0x2067}, {"FSI U+2068", 0x2068}, {"PDI U+2069", 0x2069},
+	{"line separator U+2028", 0x2028}, {"zero width joiner U+200D", 0x200d},
+}
+
+func TestReplace_ReplacesEveryNonGraphicRune(t *testing.T) {
+	for _, tc := range hostile {
+		t.Run(tc.name, func(t *testing.T) {
+			got := safetext.Replace("a"+string(tc.r)+"b", '?')
+			require.Equal(t, "a?b", got)
+		})
+	}
+	require.Equal(t, "a?b", safetext.Replace("a\xffb", '?'), "invalid UTF-8")
+	require.Equal(t, "naïve café ✓ 日本", safetext.Replace("naïve café ✓ 日本", '?'), "graphic runes stay")
+}
+
+func TestValue_QuotesNonGraphicRunesAndSpaces(t *testing.T) {
+	for _, tc := range hostile {
+		t.Run(tc.name, func(t *testing.T) {
+			got := safetext.Value("a" + string(tc.r) + "b")
+			require.True(t, safetext.NeedsQuote("a"+string(tc.r)+"b"))
+			require.Equal(t, byte('"'), got[0], got)
+			for _, r := range got {
+				require.True(t, safetext.Graphic(r), "%q still holds %U", got, r)
+			}
+		})
+	}
+	for _, s := range []string{"a b", "a\u00a0b", "a\u3000b", `a"b`, `a\b`, "a\xffb"} {
+		require.Equal(t, byte('"'), safetext.Value(s)[0], "%q must be quoted", s)
+	}
+	require.Equal(t, "i-0123abcd", safetext.Value("i-0123abcd"))
+	require.Equal(t, "café", safetext.Value("café"))
+}
