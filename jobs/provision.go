@@ -28,6 +28,7 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
 		return err
 	}
+	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
 	a := job.Args
 	start := withActor(jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionStart, map[string]any{"generation": a.Generation}))
 	ws, env, pending, err := store.StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start)

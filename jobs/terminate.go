@@ -28,6 +28,7 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
 		return err
 	}
+	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
 	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && ws.Status != store.StatusStopping) {
 		return nil // nothing to stop: the row is not stopping

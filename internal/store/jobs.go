@@ -19,12 +19,13 @@ type JobRef struct {
 const liveJobStates = `('available', 'pending', 'running', 'retryable', 'scheduled')`
 
 // LiveJobs lists a workspace's jobs of kind that may still run. It matches
-// args with @> so River's GIN index on args serves it.
+// args with @> so River's GIN index on args serves it; every job is
+// inserted with the canonical id (CanonicalID), which is what it matches.
 func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
 		SELECT id, kind, state::text, attempt FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
-			AND state IN `+liveJobStates+` ORDER BY id`, kind, workspaceID)
+			AND state IN `+liveJobStates+` ORDER BY id`, kind, CanonicalID(workspaceID))
 }
 
 // LockLiveJobs is LiveJobs under FOR UPDATE: River fetches with SKIP
@@ -33,7 +34,7 @@ func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]J
 	return queryJobs(ctx, tx, `
 		SELECT id, kind, state::text, attempt FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
-			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, workspaceID)
+			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, CanonicalID(workspaceID))
 }
 
 // LiveInstanceTerminates lists live instance_terminate jobs for one
@@ -50,7 +51,7 @@ func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]Jo
 func JobsForWorkspace(ctx context.Context, db DB, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
 		SELECT id, kind, state::text, attempt FROM river_job
-		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, workspaceID)
+		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, CanonicalID(workspaceID))
 }
 
 func queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, error) {

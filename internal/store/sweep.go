@@ -191,13 +191,13 @@ func InstanceOwners(ctx context.Context, db DB, instanceIDs, workspaceIDs []stri
 }
 
 // WorkspacesWithLiveJobs returns which of workspaceIDs have a live job of
-// kind, in one query (one GIN lookup per id).
+// kind, in one query (one GIN lookup per id), keyed by canonical id.
 func WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceIDs []string) (map[string]bool, error) {
 	rows, err := db.Query(ctx, `
 		SELECT w.id FROM unnest($2::text[]) AS w(id)
 		WHERE EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1
 			AND j.args @> jsonb_build_object('workspace_id', w.id)
-			AND j.state IN `+liveJobStates+`)`, kind, workspaceIDs)
+			AND j.state IN `+liveJobStates+`)`, kind, canonicalIDs(workspaceIDs))
 	if err != nil {
 		return nil, fmt.Errorf("store: look up live jobs: %w", err)
 	}

@@ -3,7 +3,6 @@ package sweep
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,7 +82,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	live := page[:0:0]
 	for _, in := range page {
 		if in.Live() {
-			in.WorkspaceID = strings.ToLower(in.WorkspaceID)
+			in.WorkspaceID = store.CanonicalID(in.WorkspaceID)
 			live = append(live, in)
 			ids, wss = append(ids, in.InstanceID), append(wss, in.WorkspaceID)
 		}
