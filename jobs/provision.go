@@ -63,7 +63,7 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 	// fetch: a re-fetched first attempt may have launched before it was
 	// cancelled, and a CP that ignores Idempotency-Key would launch twice.
 	if job.Attempt > 1 || len(job.AttemptedBy) > 1 {
-		inst, found, err := w.adoptable(ctx, ws.ID)
+		inst, found, err := w.adoptable(ctx, ws)
 		switch {
 		case errors.Is(err, cp.ErrListUnsupported):
 			if w.deps.Settings.RefuseAmbiguousWithoutList {
@@ -91,11 +91,26 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 
 var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list endpoint to adopt from, and launching again could leak a duplicate")
 
-// adoptable finds a live instance of the workspace that no
-// instance_terminate has condemned.
-func (w *ProvisionWorker) adoptable(ctx context.Context, workspaceID string) (cp.Instance, bool, error) {
+// adoptable finds a live instance of the workspace that this generation
+// may have launched: not one launched before the generation began, not
+// one this workspace has already stopped, and not one an
+// instance_terminate has condemned. EC2 is eventually consistent: for a
+// few seconds after a restart's 2xx terminate, the list still showed the
+// previous generation's instance as running, the retry adopted it, and
+// the sweep then killed the instance this generation had launched as a
+// "duplicate", leaving the row running on a terminated instance.
+func (w *ProvisionWorker) adoptable(ctx context.Context, ws store.Workspace) (cp.Instance, bool, error) {
+	stopped, err := store.StoppedInstances(ctx, w.deps.Pool, ws.ID, stopEvents)
+	if err != nil {
+		return cp.Instance{}, false, err
+	}
 	var found cp.Instance
-	err := eachLive(ctx, w.deps.CP, workspaceID, func(inst cp.Instance) (bool, error) {
+	err = eachLive(ctx, w.deps.CP, ws.ID, func(inst cp.Instance) (bool, error) {
+		if reason := notThisGeneration(inst, ws, stopped); reason != "" {
+			w.deps.Log.Info().Str("evt", evAdoptRefused).Str("workspace_id", ws.ID).Str("instance_id", inst.InstanceID).
+				Str("reason", reason).Int64("generation", ws.Generation).Msg("listed instance not adopted")
+			return false, nil
+		}
 		condemned, err := store.LiveInstanceTerminates(ctx, w.deps.Pool, inst.InstanceID)
 		if err != nil || len(condemned) > 0 {
 			return false, err
@@ -104,6 +119,26 @@ func (w *ProvisionWorker) adoptable(ctx context.Context, workspaceID string) (cp
 		return true, nil
 	})
 	return found, found.InstanceID != "", err
+}
+
+// evAdoptRefused is logged for a listed instance a retry did not adopt.
+const evAdoptRefused = "provision.adopt_refused"
+
+// stopEvents are the timeline events that confirm an instance stopped.
+var stopEvents = []string{obs.EvProvisionStopped, obs.EvOrphanTerminated}
+
+// notThisGeneration says why inst cannot be this generation's instance,
+// or "". A provisioning row's status_changed_at is when its generation
+// began (StartGeneration and Create set it; nothing else touches it while
+// the row provisions with no instance).
+func notThisGeneration(inst cp.Instance, ws store.Workspace, stopped map[string]bool) string {
+	switch {
+	case stopped[inst.InstanceID]:
+		return "this workspace already stopped it"
+	case !inst.LaunchedAt.IsZero() && !ws.StatusChangedAt.IsZero() && inst.LaunchedAt.Before(ws.StatusChangedAt):
+		return "launched before this generation began"
+	}
+	return ""
 }
 
 // record commits the instance to its row, or, when the row moved on (a
