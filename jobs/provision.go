@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
@@ -144,22 +146,65 @@ func notThisGeneration(inst cp.Instance, ws store.Workspace, stopped map[string]
 // record commits the instance to its row, or, when the row moved on (a
 // stop arrived, a newer generation began, another instance was recorded),
 // hands it to an instance_terminate job, all in the completing
-// transaction (invariants 0 and 3).
+// transaction (invariants 0 and 3). Once the CP has handed us an id, the
+// job's context no longer governs: an operator's Cancel in River UI that
+// landed after the CP's 201 cancelled the record, River marked the job
+// cancelled, and nothing owned the instance. Both transactions run on
+// their own bounded context instead (ownContext).
 func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
-	err := w.recordTx(ctx, job, inst, adopted)
-	if finalNotCompleted(err) {
-		// The job was cancelled, discarded or finished by a newer attempt
-		// while the CP answered: the rolled-back change was this
-		// instance's only owner, so give it one now (invariant 0). A job
-		// that is merely retryable is left alone: its retry adopts it.
-		return errors.Join(err, w.orphanIfUnrecorded(ctx, job, inst))
+	rctx, cancel := ownContext(ctx)
+	defer cancel()
+	err := w.recordTx(rctx, job, inst, adopted)
+	if err == nil || (!finalNotCompleted(err) && runsAgain(ctx, job.JobRow)) {
+		// A job that is merely retryable is left alone: its retry adopts it.
+		return err
+	}
+	// The job was cancelled, discarded or finished by a newer attempt while
+	// the CP answered, or this was its last attempt (or an operator
+	// cancelled it): the rolled-back change was this instance's only
+	// owner, so give it one now (invariant 0).
+	hctx, hcancel := ownContext(ctx)
+	defer hcancel()
+	return errors.Join(err, w.orphanIfUnrecorded(hctx, job, inst))
+}
+
+// handOffTimeout bounds each transaction that owns an instance id the CP
+// handed us (see ownContext). A rescue that lands meanwhile is safe:
+// complete() refuses to complete a job that is no longer running.
+const handOffTimeout = 15 * time.Second
+
+// ownContext is ctx without its cancellation or deadline (the job's
+// timeout, shutdown, an operator's Cancel) and with its own bound.
+func ownContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), handOffTimeout)
+}
+
+// runsAgain reports whether River will run job again after this attempt
+// returns an error: not on its last attempt, and not after an operator's
+// Cancel (River then marks it cancelled, whatever the error).
+func runsAgain(ctx context.Context, job *rivertype.JobRow) bool {
+	return job.Attempt < job.MaxAttempts && !errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely)
+}
+
+// orphanIfUnrecorded hands inst to an instance_terminate unless its row
+// holds it, under the row lock recording takes. It tries three times
+// within ctx's bound: it is this instance's last owner.
+func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
+	var err error
+	for try := range 3 {
+		if err = w.orphanTx(ctx, job, inst); err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(100<<try) * time.Millisecond):
+		}
 	}
 	return err
 }
 
-// orphanIfUnrecorded hands inst to an instance_terminate unless its row
-// holds it, under the row lock recording takes.
-func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
+func (w *ProvisionWorker) orphanTx(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
 	var t timeline
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
 		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)
