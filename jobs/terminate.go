@@ -31,7 +31,10 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
 	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && ws.Status != store.StatusStopping) {
-		return nil // nothing to stop: the row is not stopping
+		if done, err := w.completeIfNotStopping(ctx, job); done || err != nil {
+			return err
+		}
+		ws, err = store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID) // a stop committed meanwhile
 	}
 	if err != nil {
 		return err
@@ -49,6 +52,35 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 	}
 	return w.finish(ctx, job, ws.InstanceID, listed)
 }
+
+// completeIfNotStopping decides "nothing to stop" under the row lock
+// that a stop request takes, and completes the job in that transaction.
+// An operator's re-run of a completed terminate is a live job, so a new
+// stop's insert is skipped as its duplicate: deciding on an unlocked read
+// let the old job see the row not yet stopping, complete, and leave the
+// new stop without a job until the sweep came by. Under the lock, either
+// this job completes first (and the stop's insert makes a new job) or it
+// sees the stop. done is false when the row is stopping now.
+func (w *TerminateWorker) completeIfNotStopping(ctx context.Context, job *river.Job[TerminateArgs]) (done bool, err error) {
+	err = complete(ctx, w.deps, job, func(tx pgx.Tx, _ *timeline) error {
+		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		case cur.Status == store.StatusStopping:
+			return errStoppingNow
+		}
+		return nil
+	})
+	if errors.Is(err, errStoppingNow) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+var errStoppingNow = errors.New("the workspace is stopping now")
 
 // stopUnrecorded handles a stop with no recorded id: an attempted
 // provision may still launch (or have launched, answer lost) an
