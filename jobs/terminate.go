@@ -93,7 +93,7 @@ func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[Ter
 		return nil, err
 	}
 	for _, p := range live {
-		if p.Attempt == 0 && p.State != string(rivertype.JobStateRunning) {
+		if !p.Attempted && p.State != string(rivertype.JobStateRunning) {
 			continue // never attempted: the request cancelled it, or it will skip
 		}
 		if p.State != string(rivertype.JobStateRunning) {

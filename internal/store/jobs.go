@@ -13,6 +13,11 @@ type JobRef struct {
 	Kind    string
 	State   string
 	Attempt int
+	// Attempted: a worker has fetched the job at least once. Attempt alone
+	// cannot say: River gives the attempt back to a job that snoozed or
+	// was interrupted by shutdown, so a first attempt that may have
+	// launched an instance sits at attempt 0 again.
+	Attempted bool
 }
 
 // liveJobStates are the River states in which a job may still run.
@@ -23,7 +28,7 @@ const liveJobStates = `('available', 'pending', 'running', 'retryable', 'schedul
 // inserted with the canonical id (CanonicalID), which is what it matches.
 func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, kind, CanonicalID(workspaceID))
 }
@@ -32,7 +37,7 @@ func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, e
 // LOCKED, so until the caller's transaction ends no worker starts them.
 func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, tx, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
 			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, CanonicalID(workspaceID))
 }
@@ -42,7 +47,7 @@ func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]J
 // recorded by a provision, whichever commits first.
 func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE kind = 'instance_terminate' AND args @> jsonb_build_object('instance_id', $1::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, instanceID)
 }
@@ -50,7 +55,7 @@ func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]Jo
 // JobsForWorkspace lists every job of a workspace, any state (timeline).
 func JobsForWorkspace(ctx context.Context, db DB, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, CanonicalID(workspaceID))
 }
 
@@ -63,7 +68,7 @@ func queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, e
 	var out []JobRef
 	for rows.Next() {
 		var j JobRef
-		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &j.Attempt); err != nil {
+		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &j.Attempt, &j.Attempted); err != nil {
 			return nil, fmt.Errorf("store: scan job: %w", err)
 		}
 		out = append(out, j)
