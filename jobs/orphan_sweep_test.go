@@ -243,16 +243,16 @@ func TestSweep_ListFailureTerminatesNothing(t *testing.T) {
 
 func TestSweep_CapHolds(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
-	e.SeedHealthy(30)
-	for range 5 {
-		e.OldInstance(uuid.NewString())
+	healthy := e.SeedHealthy(30)
+	for i := range 5 {
+		e.OldInstance(healthy[i].ID) // duplicates: strays of workspaces this database has
 	}
 	s := testSweep()
 	s.MaxTerminations = 2
 
 	res := sweepNow(t, e, s, jobs.OrphanSweepArgs{})
 
-	require.Equal(t, 5, res.Orphans["unknown_workspace"])
+	require.Equal(t, 5, res.Orphans["duplicate"])
 	require.Equal(t, 2, res.Enqueued)
 	require.Equal(t, 3, res.SkippedByCap)
 	require.Len(t, e.JobsOfKind(jobs.KindInstanceTerminate), 2)
