@@ -23,6 +23,9 @@ type Metrics struct {
 	OrphansTerminated prometheus.Counter
 	SweepsTotal       *prometheus.CounterVec // result
 	SweepDuration     prometheus.Histogram
+	// ClockSkew is Postgres's clock minus this process's, measured on an
+	// interval: River's rescuer compares the two (see jobs.MaxClockSkew).
+	ClockSkew prometheus.Gauge
 }
 
 // NewMetrics registers the series on a fresh registry (plus Go and process
@@ -60,9 +63,12 @@ func NewMetrics() *Metrics {
 			Name: "provisioner_sweep_duration_seconds", Help: "Orphan sweep duration.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 		}),
+		ClockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisioner_db_clock_skew_seconds", Help: "Postgres's clock minus this worker's (positive: the database is ahead).",
+		}),
 	}
 	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.OrphansFound,
-		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration,
+		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration, m.ClockSkew,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
