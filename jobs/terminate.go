@@ -29,14 +29,8 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 		return err
 	}
 	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
-	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && ws.Status != store.StatusStopping) {
-		if done, err := w.completeIfNotStopping(ctx, job); done || err != nil {
-			return err
-		}
-		ws, err = store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID) // a stop committed meanwhile
-	}
-	if err != nil {
+	ws, done, err := w.stoppingRow(ctx, job)
+	if done || err != nil {
 		return err
 	}
 	obs.Event(w.deps.Log, zerolog.InfoLevel, obs.EvTerminateStart, obs.Fields{
@@ -51,6 +45,25 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 		return w.deps.terminateFailed(ctx, job.JobRow, ws.ID, ws.InstanceID, err)
 	}
 	return w.finish(ctx, job, ws.InstanceID, listed)
+}
+
+// stoppingRow reads the row the job is to stop. done means there is
+// nothing to stop and the job completed (completeIfNotStopping); a row
+// that turned stopping meanwhile is read again.
+func (w *TerminateWorker) stoppingRow(ctx context.Context, job *river.Job[TerminateArgs]) (store.Workspace, bool, error) {
+	for range 3 {
+		ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
+		if err == nil && ws.Status == store.StatusStopping {
+			return ws, false, nil
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return ws, false, err
+		}
+		if done, err := w.completeIfNotStopping(ctx, job); done || err != nil {
+			return ws, done, err
+		}
+	}
+	return store.Workspace{}, false, fmt.Errorf("workspace %s kept changing under the terminate", job.Args.WorkspaceID)
 }
 
 // completeIfNotStopping decides "nothing to stop" under the row lock
