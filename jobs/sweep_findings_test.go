@@ -93,18 +93,36 @@ func TestSweep_DatabaseSideCannotStarveTheCPSideOfTheCap(t *testing.T) {
 }
 
 // In a fleet of four, one stray is 25 %: over the share, but under the
-// floor, so it is reclaimed without an operator.
+// floor, so a duplicate is reclaimed without an operator. An instance of
+// a workspace this database never had is not ours to reclaim that way: in
+// a small fleet it still holds the breaker (a first deploy onto an
+// existing fleet must not wipe it).
 func TestSweep_SmallFleetStrayIsReclaimedWithoutForce(t *testing.T) {
-	e := jobtest.New(t, jobtest.Config{NoStart: true})
-	healthy := e.SeedHealthy(3)
-	stray := e.OldInstance(healthy[0].ID)
+	for _, tc := range []struct {
+		name      string
+		workspace func(healthy []jobtest.Row) string
+		reclaimed bool
+	}{
+		{"duplicate", func(h []jobtest.Row) string { return h[0].ID }, true},
+		{"unknown workspace", func([]jobtest.Row) string { return uuid.NewString() }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := jobtest.New(t, jobtest.Config{NoStart: true})
+			healthy := e.SeedHealthy(3)
+			stray := e.OldInstance(tc.workspace(healthy))
 
-	res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+			res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
 
-	require.False(t, res.BreakerOpen)
-	require.Equal(t, "ok", res.CPSide)
-	require.Equal(t, 1, res.Enqueued)
-	require.Len(t, instanceTerminates(t, e, stray), 1)
+			require.Equal(t, !tc.reclaimed, res.BreakerOpen)
+			if !tc.reclaimed {
+				require.Empty(t, instanceTerminates(t, e, stray))
+				return
+			}
+			require.Equal(t, "ok", res.CPSide)
+			require.Equal(t, 1, res.Enqueued)
+			require.Len(t, instanceTerminates(t, e, stray), 1)
+		})
+	}
 }
 
 // A second deployment on the same org id (or a database restored from

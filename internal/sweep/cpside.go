@@ -149,17 +149,21 @@ func (r *run) stray(sc *cpScan, in cp.Instance, class string) {
 // decideCP reports whether the CP side may act on its strays: only when
 // the list was read whole and the breaker stays closed. The breaker opens
 // when the strays reach BreakerMinStrays and exceed BreakerShare of the
-// live fleet, or when BreakerMinStrays of them belong to workspaces this
-// database never had: our own leaks always have a row (a row is written
-// before any provision and never deleted), so those are a second owner's
-// instances (another deployment on the same org id, a database restored
-// from before they were made) and one database must own an org id.
+// live fleet (below the floor, a small fleet's one stray was held until
+// an operator forced a sweep). Instances of workspaces this database
+// never had are held more strictly: our own leaks always have a row (a
+// row is written before any provision and never deleted), so such
+// instances belong to a second owner of the org id (another deployment,
+// a database restored from before they were made, a fleet not yet
+// imported), and one database must own an org id. BreakerMinStrays of
+// them, or more than the share however small the fleet, open it.
 func (r *run) decideCP(sc cpScan) bool {
 	if r.res.CPSide != CPOK {
 		return false
 	}
-	shareTrip := sc.strays >= r.s.BreakerMinStrays && float64(sc.strays) > r.s.BreakerShare*float64(r.res.LiveInstances)
-	ownerTrip := r.s.BreakerShare < 1 && sc.foreign >= r.s.BreakerMinStrays
+	share := r.s.BreakerShare * float64(r.res.LiveInstances)
+	shareTrip := sc.strays >= r.s.BreakerMinStrays && float64(sc.strays) > share
+	ownerTrip := r.s.BreakerShare < 1 && (sc.foreign >= r.s.BreakerMinStrays || float64(sc.foreign) > share)
 	if !shareTrip && !ownerTrip {
 		return true
 	}

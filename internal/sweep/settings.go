@@ -30,7 +30,7 @@ type Settings struct {
 	// 20 %, and the breaker held it until an operator forced a sweep. It
 	// is also how many instances of workspaces this database never had
 	// open the breaker whatever their share (a second owner of the org
-	// id). Fewer strays than this are always acted on, under the cap.
+	// id); those still open it above the share however few they are.
 	BreakerMinStrays int
 	// ProvisioningDeadline: a provisioning row this old with no live
 	// provision job is marked failed (PROVISIONING_DEADLINE).
