@@ -59,6 +59,7 @@ func (o Options) withDefaults(s Settings) Options {
 func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, error) {
 	deps.Settings = deps.Settings.withDefaults()
 	deps.Pool = pool
+	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
 	opts = opts.withDefaults(deps.Settings)
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &ProvisionWorker{policy[ProvisionArgs]{deps: deps}})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/store"
 )
 
 // maxListPages bounds one walk of a workspace's instances: a CP whose
@@ -13,8 +14,10 @@ const maxListPages = 100
 
 // eachLive calls fn for every live instance of a workspace, page by page,
 // until fn returns stop. Any list failure is an error: a partial list is
-// "unknown", never "empty".
+// "unknown", never "empty". The filter and every listed id are compared in
+// canonical form, and fn sees the canonical id.
 func eachLive(ctx context.Context, api cp.API, workspaceID string, fn func(cp.Instance) (stop bool, err error)) error {
+	workspaceID = store.CanonicalID(workspaceID)
 	cursor := ""
 	for range maxListPages {
 		page, err := api.List(ctx, cp.ListOptions{WorkspaceID: workspaceID, Cursor: cursor})
@@ -22,6 +25,7 @@ func eachLive(ctx context.Context, api cp.API, workspaceID string, fn func(cp.In
 			return err
 		}
 		for _, inst := range page.Instances {
+			inst.WorkspaceID = store.CanonicalID(inst.WorkspaceID)
 			if inst.WorkspaceID != workspaceID || !inst.Live() {
 				continue
 			}

@@ -23,10 +23,11 @@ type InstanceTerminateWorker struct {
 
 // Work runs one attempt.
 func (w *InstanceTerminateWorker) Work(ctx context.Context, job *river.Job[InstanceTerminateArgs]) error {
-	a := job.Args
-	if err := badArgs(a.WorkspaceID, a.InstanceID); err != nil {
+	if err := badArgs(job.Args.WorkspaceID, job.Args.InstanceID); err != nil {
 		return err
 	}
+	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
+	a := job.Args
 	owned, err := w.recorded(ctx, a)
 	if err != nil {
 		return err

@@ -16,9 +16,9 @@ import (
 )
 
 // SweepSettings configure the orphan sweep: Interval (5m), Grace (15m),
-// MaxTerminations (100), BreakerShare (0.2), ProvisioningDeadline (1h),
-// PageSize (1000), DryRun, Timeout (2m). Zero values mean the defaults;
-// Validate checks them against the job settings.
+// MaxTerminations (100), BreakerShare (0.2), BreakerMinStrays (3),
+// ProvisioningDeadline (1h), PageSize (1000), DryRun, Timeout (2m). Zero
+// values mean the defaults; Validate checks them against the job settings.
 type SweepSettings = sweep.Settings
 
 // SweepResult is one sweep's report (JSON), recorded as the job's output.
@@ -78,7 +78,7 @@ func RunSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, 
 
 func runSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, args OrphanSweepArgs) (SweepResult, error) {
 	d := sweep.Deps{Pool: deps.Pool, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics,
-		Kinds: store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate}}
+		Kinds: store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate, InstanceTerminate: KindInstanceTerminate}}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
 	}

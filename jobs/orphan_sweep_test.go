@@ -243,16 +243,16 @@ func TestSweep_ListFailureTerminatesNothing(t *testing.T) {
 
 func TestSweep_CapHolds(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
-	e.SeedHealthy(30)
-	for range 5 {
-		e.OldInstance(uuid.NewString())
+	healthy := e.SeedHealthy(30)
+	for i := range 5 {
+		e.OldInstance(healthy[i].ID) // duplicates: strays of workspaces this database has
 	}
 	s := testSweep()
 	s.MaxTerminations = 2
 
 	res := sweepNow(t, e, s, jobs.OrphanSweepArgs{})
 
-	require.Equal(t, 5, res.Orphans["unknown_workspace"])
+	require.Equal(t, 5, res.Orphans["duplicate"])
 	require.Equal(t, 2, res.Enqueued)
 	require.Equal(t, 3, res.SkippedByCap)
 	require.Len(t, e.JobsOfKind(jobs.KindInstanceTerminate), 2)
@@ -299,9 +299,13 @@ func TestSweep_NoListEndpointStillRunsDatabaseSide(t *testing.T) {
 	e.SeedRows(jobtest.Row{ID: id, Status: store.StatusStopped, Desired: store.DesiredStopped, InstanceID: e.OldInstance(id)})
 
 	res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+	require.Equal(t, "unknown", res.CPSide, "one 404 is not evidence of a CP without the list")
+	require.Equal(t, 1, res.Enqueued)
+	for range 2 { // FastSettings: three 404s in a row decide it
+		res = sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+	}
 
 	require.Equal(t, "unsupported", res.CPSide)
-	require.Equal(t, 1, res.Enqueued)
 	require.Equal(t, store.StatusStopping, e.Workspace(id).Status)
 	require.Len(t, e.JobsOfKind(jobs.KindTerminate), 1)
 	require.Contains(t, e.Logs.String(), `"evt":"sweep.cp_list_unsupported"`)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
@@ -28,6 +30,7 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
 		return err
 	}
+	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
 	a := job.Args
 	start := withActor(jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionStart, map[string]any{"generation": a.Generation}))
 	ws, env, pending, err := store.StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start)
@@ -62,7 +65,7 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 	// fetch: a re-fetched first attempt may have launched before it was
 	// cancelled, and a CP that ignores Idempotency-Key would launch twice.
 	if job.Attempt > 1 || len(job.AttemptedBy) > 1 {
-		inst, found, err := w.adoptable(ctx, ws.ID)
+		inst, found, err := w.adoptable(ctx, ws)
 		switch {
 		case errors.Is(err, cp.ErrListUnsupported):
 			if w.deps.Settings.RefuseAmbiguousWithoutList {
@@ -90,11 +93,26 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 
 var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list endpoint to adopt from, and launching again could leak a duplicate")
 
-// adoptable finds a live instance of the workspace that no
-// instance_terminate has condemned.
-func (w *ProvisionWorker) adoptable(ctx context.Context, workspaceID string) (cp.Instance, bool, error) {
+// adoptable finds a live instance of the workspace that this generation
+// may have launched: not one launched before the generation began, not
+// one this workspace has already stopped, and not one an
+// instance_terminate has condemned. EC2 is eventually consistent: for a
+// few seconds after a restart's 2xx terminate, the list still showed the
+// previous generation's instance as running, the retry adopted it, and
+// the sweep then killed the instance this generation had launched as a
+// "duplicate", leaving the row running on a terminated instance.
+func (w *ProvisionWorker) adoptable(ctx context.Context, ws store.Workspace) (cp.Instance, bool, error) {
+	stopped, err := store.StoppedInstances(ctx, w.deps.Pool, ws.ID, stopEvents)
+	if err != nil {
+		return cp.Instance{}, false, err
+	}
 	var found cp.Instance
-	err := eachLive(ctx, w.deps.CP, workspaceID, func(inst cp.Instance) (bool, error) {
+	err = eachLive(ctx, w.deps.CP, ws.ID, func(inst cp.Instance) (bool, error) {
+		if reason := notThisGeneration(inst, ws, stopped); reason != "" {
+			w.deps.Log.Info().Str("evt", evAdoptRefused).Str("workspace_id", ws.ID).Str("instance_id", inst.InstanceID).
+				Str("reason", reason).Int64("generation", ws.Generation).Msg("listed instance not adopted")
+			return false, nil
+		}
 		condemned, err := store.LiveInstanceTerminates(ctx, w.deps.Pool, inst.InstanceID)
 		if err != nil || len(condemned) > 0 {
 			return false, err
@@ -105,25 +123,88 @@ func (w *ProvisionWorker) adoptable(ctx context.Context, workspaceID string) (cp
 	return found, found.InstanceID != "", err
 }
 
+// evAdoptRefused is logged for a listed instance a retry did not adopt.
+const evAdoptRefused = "provision.adopt_refused"
+
+// stopEvents are the timeline events that confirm an instance stopped.
+var stopEvents = []string{obs.EvProvisionStopped, obs.EvOrphanTerminated}
+
+// notThisGeneration says why inst cannot be this generation's instance,
+// or "". A provisioning row's status_changed_at is when its generation
+// began (StartGeneration and Create set it; nothing else touches it while
+// the row provisions with no instance).
+func notThisGeneration(inst cp.Instance, ws store.Workspace, stopped map[string]bool) string {
+	switch {
+	case stopped[inst.InstanceID]:
+		return "this workspace already stopped it"
+	case !inst.LaunchedAt.IsZero() && !ws.StatusChangedAt.IsZero() && inst.LaunchedAt.Before(ws.StatusChangedAt):
+		return "launched before this generation began"
+	}
+	return ""
+}
+
 // record commits the instance to its row, or, when the row moved on (a
 // stop arrived, a newer generation began, another instance was recorded),
 // hands it to an instance_terminate job, all in the completing
-// transaction (invariants 0 and 3).
+// transaction (invariants 0 and 3). Once the CP has handed us an id, the
+// job's context no longer governs: an operator's Cancel in River UI that
+// landed after the CP's 201 cancelled the record, River marked the job
+// cancelled, and nothing owned the instance. Both transactions run on
+// their own bounded context instead (ownContext).
 func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
-	err := w.recordTx(ctx, job, inst, adopted)
-	if finalNotCompleted(err) {
-		// The job was cancelled, discarded or finished by a newer attempt
-		// while the CP answered: the rolled-back change was this
-		// instance's only owner, so give it one now (invariant 0). A job
-		// that is merely retryable is left alone: its retry adopts it.
-		return errors.Join(err, w.orphanIfUnrecorded(ctx, job, inst))
+	rctx, cancel := ownContext(ctx)
+	defer cancel()
+	err := w.recordTx(rctx, job, inst, adopted)
+	if err == nil || (!finalNotCompleted(err) && runsAgain(ctx, job.JobRow)) {
+		// A job that is merely retryable is left alone: its retry adopts it.
+		return err
+	}
+	// The job was cancelled, discarded or finished by a newer attempt while
+	// the CP answered, or this was its last attempt (or an operator
+	// cancelled it): the rolled-back change was this instance's only
+	// owner, so give it one now (invariant 0).
+	hctx, hcancel := ownContext(ctx)
+	defer hcancel()
+	return errors.Join(err, w.orphanIfUnrecorded(hctx, job, inst))
+}
+
+// handOffTimeout bounds each transaction that owns an instance id the CP
+// handed us (see ownContext). A rescue that lands meanwhile is safe:
+// complete() refuses to complete a job that is no longer running.
+const handOffTimeout = 15 * time.Second
+
+// ownContext is ctx without its cancellation or deadline (the job's
+// timeout, shutdown, an operator's Cancel) and with its own bound.
+func ownContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), handOffTimeout)
+}
+
+// runsAgain reports whether River will run job again after this attempt
+// returns an error: not on its last attempt, and not after an operator's
+// Cancel (River then marks it cancelled, whatever the error).
+func runsAgain(ctx context.Context, job *rivertype.JobRow) bool {
+	return job.Attempt < job.MaxAttempts && !errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely)
+}
+
+// orphanIfUnrecorded hands inst to an instance_terminate unless its row
+// holds it, under the row lock recording takes. It tries three times
+// within ctx's bound: it is this instance's last owner.
+func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
+	var err error
+	for try := range 3 {
+		if err = w.orphanTx(ctx, job, inst); err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(100<<try) * time.Millisecond):
+		}
 	}
 	return err
 }
 
-// orphanIfUnrecorded hands inst to an instance_terminate unless its row
-// holds it, under the row lock recording takes.
-func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
+func (w *ProvisionWorker) orphanTx(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
 	var t timeline
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
 		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)

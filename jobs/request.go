@@ -234,7 +234,9 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 
 // beginStop moves the row to stopping and inserts its terminate job.
 // Provisions never attempted are cancelled: they cannot have launched
-// anything. Attempted ones may have, so the terminate waits for them.
+// anything. Attempted ones may have, so the terminate waits for them;
+// "attempted" is River's attempted_at, not attempt > 0 (a snoozed or
+// interrupted first attempt is back at attempt 0).
 func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired, actor string) (Result, error) {
 	// Locked, so no worker can fetch one between this read and its
 	// cancel (River fetches with SKIP LOCKED): a provision cancelled just
@@ -244,7 +246,7 @@ func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspac
 		return Result{}, err
 	}
 	for _, j := range live {
-		if j.Attempt == 0 && j.State != string(rivertype.JobStateRunning) {
+		if !j.Attempted && j.State != string(rivertype.JobStateRunning) {
 			if _, err := client.JobCancelTx(ctx, tx, j.ID); err != nil {
 				return Result{}, fmt.Errorf("cancel provision job %d: %w", j.ID, err)
 			}

@@ -41,6 +41,12 @@ type Settings struct {
 	// timeouts; each must exceed the CP client's timeout (invariant 7).
 	ProvisionTimeout time.Duration
 	TerminateTimeout time.Duration
+	// ListUnsupportedAnswers and ListUnsupportedSpan are the evidence a
+	// process needs before it reads the CP as having no list endpoint:
+	// that many 404/405 list answers in a row, spanning at least that
+	// long, and no list answer ever succeeded (see listGuard).
+	ListUnsupportedAnswers int
+	ListUnsupportedSpan    time.Duration
 	// RefuseAmbiguousWithoutList marks a retried provision failed instead
 	// of launching again when the CP has no list endpoint to adopt from:
 	// for CPs that also ignore Idempotency-Key, where a retry may leak.
@@ -62,6 +68,9 @@ func DefaultSettings() Settings {
 		ProvisionWait:        5 * time.Second,
 		ProvisionTimeout:     2 * time.Minute,
 		TerminateTimeout:     2 * time.Minute,
+
+		ListUnsupportedAnswers: 5,
+		ListUnsupportedSpan:    time.Minute,
 	}
 }
 
@@ -89,6 +98,8 @@ func (s Settings) Or(fallback Settings) Settings {
 	orDur(&s.ProvisionWait, fallback.ProvisionWait)
 	orDur(&s.ProvisionTimeout, fallback.ProvisionTimeout)
 	orDur(&s.TerminateTimeout, fallback.TerminateTimeout)
+	orDur(&s.ListUnsupportedSpan, fallback.ListUnsupportedSpan)
+	orInt(&s.ListUnsupportedAnswers, fallback.ListUnsupportedAnswers)
 	orInt(&s.TerminateMaxAttempts, fallback.TerminateMaxAttempts)
 	orInt(&s.ProvisionMaxAttempts, fallback.ProvisionMaxAttempts)
 	orInt(&s.MaxSnoozes, fallback.MaxSnoozes)

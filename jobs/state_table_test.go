@@ -271,8 +271,9 @@ func TestRequestTerminate_CancelsOnlyProvisionsNeverAttempted(t *testing.T) {
 	require.NoError(t, err)
 	// Attempted once: it may have launched an instance whose answer was
 	// lost, so cancelling it would drop the only job that can adopt it.
-	_, err = e.Pool.Exec(ctx, `UPDATE river_job SET state = 'retryable', attempt = 1,
-		scheduled_at = now() + interval '1 hour' WHERE id = $1`, res.Job.ID)
+	// River stamps attempted_at (and attempted_by) on every fetch.
+	_, err = e.Pool.Exec(ctx, `UPDATE river_job SET state = 'retryable', attempt = 1, attempted_at = now(),
+		attempted_by = ARRAY['a-worker'], scheduled_at = now() + interval '1 hour' WHERE id = $1`, res.Job.ID)
 	require.NoError(t, err)
 
 	stop := e.Terminate(id)

@@ -28,51 +28,102 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 	if err := badArgs(job.Args.WorkspaceID, ""); err != nil {
 		return err
 	}
-	ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && ws.Status != store.StatusStopping) {
-		return nil // nothing to stop: the row is not stopping
-	}
-	if err != nil {
+	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
+	ws, done, err := w.stoppingRow(ctx, job)
+	if done || err != nil {
 		return err
 	}
 	obs.Event(w.deps.Log, zerolog.InfoLevel, obs.EvTerminateStart, obs.Fields{
 		WorkspaceID: ws.ID, InstanceID: ws.InstanceID, JobID: job.ID, Attempt: job.Attempt})
+	var listed []string
 	if ws.InstanceID != "" {
 		err = stopInstance(ctx, w.deps.CP, ws.ID, ws.InstanceID)
 	} else {
-		err = w.stopUnrecorded(ctx, job)
+		listed, err = w.stopUnrecorded(ctx, job)
 	}
 	if err != nil {
 		return w.deps.terminateFailed(ctx, job.JobRow, ws.ID, ws.InstanceID, err)
 	}
-	return w.finish(ctx, job, ws.InstanceID)
+	return w.finish(ctx, job, ws.InstanceID, listed)
 }
+
+// stoppingRow reads the row the job is to stop. done means there is
+// nothing to stop and the job completed (completeIfNotStopping); a row
+// that turned stopping meanwhile is read again.
+func (w *TerminateWorker) stoppingRow(ctx context.Context, job *river.Job[TerminateArgs]) (store.Workspace, bool, error) {
+	for range 3 {
+		ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
+		if err == nil && ws.Status == store.StatusStopping {
+			return ws, false, nil
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return ws, false, err
+		}
+		if done, err := w.completeIfNotStopping(ctx, job); done || err != nil {
+			return ws, done, err
+		}
+	}
+	return store.Workspace{}, false, fmt.Errorf("workspace %s kept changing under the terminate", job.Args.WorkspaceID)
+}
+
+// completeIfNotStopping decides "nothing to stop" under the row lock
+// that a stop request takes, and completes the job in that transaction.
+// An operator's re-run of a completed terminate is a live job, so a new
+// stop's insert is skipped as its duplicate: deciding on an unlocked read
+// let the old job see the row not yet stopping, complete, and leave the
+// new stop without a job until the sweep came by. Under the lock, either
+// this job completes first (and the stop's insert makes a new job) or it
+// sees the stop. done is false when the row is stopping now.
+func (w *TerminateWorker) completeIfNotStopping(ctx context.Context, job *river.Job[TerminateArgs]) (done bool, err error) {
+	err = complete(ctx, w.deps, job, func(tx pgx.Tx, _ *timeline) error {
+		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		case cur.Status == store.StatusStopping:
+			return errStoppingNow
+		}
+		return nil
+	})
+	if errors.Is(err, errStoppingNow) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+var errStoppingNow = errors.New("the workspace is stopping now")
 
 // stopUnrecorded handles a stop with no recorded id: an attempted
 // provision may still launch (or have launched, answer lost) an
-// instance, so wait for it, then terminate whatever the CP lists.
-func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[TerminateArgs]) error {
+// instance, so wait for it, then terminate whatever the CP lists. It
+// returns the ids it stopped, for the timeline: the next generation must
+// never adopt them while the CP still lists them as running.
+func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[TerminateArgs]) ([]string, error) {
 	live, err := store.LiveJobs(ctx, w.deps.Pool, KindProvision, job.Args.WorkspaceID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, p := range live {
-		if p.Attempt == 0 && p.State != string(rivertype.JobStateRunning) {
+		if !p.Attempted && p.State != string(rivertype.JobStateRunning) {
 			continue // never attempted: the request cancelled it, or it will skip
 		}
 		if p.State != string(rivertype.JobStateRunning) {
 			// Waiting out its backoff would delay the stop by minutes; run
 			// it now: it sees the row stopping and hands off what it has.
 			if _, err := river.ClientFromContext[pgx.Tx](ctx).JobRetry(ctx, p.ID); err != nil {
-				return fmt.Errorf("hurry provision job %d: %w", p.ID, err)
+				return nil, fmt.Errorf("hurry provision job %d: %w", p.ID, err)
 			}
 		}
 		obs.Event(w.deps.Log, zerolog.InfoLevel, obs.EvTerminateWait, obs.Fields{
 			WorkspaceID: job.Args.WorkspaceID, JobID: job.ID, Attempt: job.Attempt,
 			Extra: map[string]any{"provision_job_id": p.ID, "provision_state": p.State}})
-		return w.deps.waitOrFail(job.JobRow, w.deps.Settings.ProvisionWait, errProvisionInFlight)
+		return nil, w.deps.waitOrFail(job.JobRow, w.deps.Settings.ProvisionWait, errProvisionInFlight)
 	}
+	var stopped []string
 	err = eachLive(ctx, w.deps.CP, job.Args.WorkspaceID, func(inst cp.Instance) (bool, error) {
+		stopped = append(stopped, inst.InstanceID)
 		return false, stopInstance(ctx, w.deps.CP, job.Args.WorkspaceID, inst.InstanceID)
 	})
 	if errors.Is(err, cp.ErrListUnsupported) {
@@ -80,16 +131,16 @@ func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[Ter
 		// reconciler must cover what a lost provision answer launched.
 		w.deps.Log.Warn().Str("evt", obs.EvSweepNoList).Str("workspace_id", job.Args.WorkspaceID).
 			Msg("CP has no list endpoint: stopping without confirming that nothing runs")
-		return nil
+		return nil, nil
 	}
-	return err
+	return stopped, err
 }
 
 var errProvisionInFlight = errors.New("a provision for this workspace is still in flight")
 
 // finish leaves stopping: stopped/removed, or the next generation when the
 // workspace should run again, in the completing transaction.
-func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateArgs], stoppedID string) error {
+func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateArgs], stoppedID string, listed []string) error {
 	id := job.Args.WorkspaceID
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
 		cur, err := store.Lock(ctx, tx, id)
@@ -99,7 +150,11 @@ func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateAr
 		if cur.Status != store.StatusStopping || cur.InstanceID != stoppedID {
 			return fmt.Errorf("workspace %s changed during terminate (status %s)", id, cur.Status)
 		}
-		stopped := withActor(jobEvent(job.JobRow, id, obs.EvProvisionStopped, map[string]any{"instance_id": stoppedID, "desired": cur.Desired}))
+		fields := map[string]any{"instance_id": stoppedID, "desired": cur.Desired}
+		if len(listed) > 0 {
+			fields["listed_instance_ids"] = listed // read back by StoppedInstances
+		}
+		stopped := withActor(jobEvent(job.JobRow, id, obs.EvProvisionStopped, fields))
 		if cur.Desired == store.DesiredRunning {
 			if err := t.add(ctx, tx, zerolog.InfoLevel, stopped); err != nil {
 				return err

@@ -39,7 +39,12 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 	if err := migrate.ValidateRiver(ctx, pool); err != nil {
 		return err
 	}
+	skew, err := jobs.CheckClockSkew(ctx, pool, c.Options, c.Settings, time.Now)
+	if err != nil {
+		return err
+	}
 	metrics := obs.NewMetrics()
+	metrics.ClockSkew.Set(skew.Seconds())
 	c.CP.OnRequest = metrics.ObserveCP
 	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
 		WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
@@ -49,6 +54,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 	go dbStats.Run(statsCtx, DBStatsInterval, func(err error) {
 		log.Warn().Str("evt", "metrics.db_read_failed").Err(err).Msg("read database gauges")
 	})
+	go watchClock(statsCtx, pool, c, log, metrics)
 	api, err := cp.New(c.CP)
 	if err != nil {
 		return fmt.Errorf("cp client: %w", err)
@@ -183,6 +189,31 @@ func jobOutcome(ev *river.Event) string {
 	}
 	return "retried"
 }
+
+// watchClock measures the clock skew every DBStatsInterval after the
+// start-up check: NTP can stop, and a leader drifting ahead of Postgres
+// rescues attempts that are still running.
+func watchClock(ctx context.Context, pool *pgxpool.Pool, c WorkerConfig, log zerolog.Logger, m *obs.Metrics) {
+	tick := time.NewTicker(DBStatsInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		skew, err := jobs.CheckClockSkew(ctx, pool, c.Options, c.Settings, time.Now)
+		if err == nil || errors.Is(err, jobs.ErrClockSkew) {
+			m.ClockSkew.Set(skew.Seconds())
+		}
+		if errors.Is(err, jobs.ErrClockSkew) {
+			log.Error().Str("evt", evClockSkew).Err(err).Msg("clock skew: River may rescue attempts that are still running")
+		}
+	}
+}
+
+// evClockSkew is logged while the clock skew is beyond the safe limit.
+const evClockSkew = "worker.clock_skew"
 
 // pruneEvents applies the timeline's retention once an hour.
 func pruneEvents(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log zerolog.Logger) {

@@ -50,7 +50,11 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 	runtime.ReadMemStats(&before)
 	heap := sampleHeap(5 * time.Millisecond)
 	start := time.Now()
-	res, err := jobs.RunSweep(ctx, deps, ins, jobs.DefaultSweepSettings(), jobs.OrphanSweepArgs{DryRun: true})
+	// Forced: the seeded orphans belong to workspaces this database never
+	// had, which open the breaker as a suspected second owner of the org
+	// id; forcing makes the sweep walk and plan its CP side in full, and a
+	// dry run acts on nothing either way.
+	res, err := jobs.RunSweep(ctx, deps, ins, jobs.DefaultSweepSettings(), jobs.OrphanSweepArgs{DryRun: true, Force: true})
 	elapsed := time.Since(start)
 	peak := heap.Stop()
 	if err != nil {

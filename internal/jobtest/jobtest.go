@@ -61,6 +61,7 @@ func FastSettings() jobs.Settings {
 		ProvisionBackoffCap: 100 * time.Millisecond, ProvisionWait: 20 * time.Millisecond,
 		AuthSnooze: 50 * time.Millisecond, SnoozeCap: 200 * time.Millisecond,
 		ProvisionTimeout: 10 * time.Second, TerminateTimeout: 10 * time.Second,
+		ListUnsupportedAnswers: 3, ListUnsupportedSpan: time.Millisecond,
 	}
 }
 

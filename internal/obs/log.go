@@ -35,6 +35,7 @@ const (
 	EvOrphanSkipped      = "orphan.skipped"
 	EvSweepDone          = "sweep.done"
 	EvSweepBreakerOpen   = "sweep.breaker_open"
+	EvSweepSecondOwner   = "sweep.second_owner_suspected"
 	EvSweepNoList        = "sweep.cp_list_unsupported"
 	EvSweepUnreadable    = "sweep.cp_unreadable_instance"
 	EvJobDiscarded       = "job.discarded"

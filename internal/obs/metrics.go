@@ -30,6 +30,9 @@ type Metrics struct {
 	// SweepUnreadable is how many list entries the last sweep could not
 	// read (and so left alone).
 	SweepUnreadable prometheus.Gauge
+	// ClockSkew is Postgres's clock minus this process's, measured on an
+	// interval: River's rescuer compares the two (see jobs.MaxClockSkew).
+	ClockSkew prometheus.Gauge
 }
 
 // NewMetrics registers the series on a fresh registry (plus Go and process
@@ -79,9 +82,12 @@ func NewMetrics() *Metrics {
 			Name: "provisioner_sweep_unreadable_instances",
 			Help: "CP list entries the last sweep in this process could not read and left alone.",
 		}),
+		ClockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisioner_db_clock_skew_seconds", Help: "Postgres's clock minus this worker's (positive: the database is ahead).",
+		}),
 	}
 	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.TerminateStuck, m.OrphansFound,
-		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration, m.SweepCPSeen, m.SweepUnreadable,
+		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration, m.SweepCPSeen, m.SweepUnreadable, m.ClockSkew,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -76,3 +76,37 @@ func PruneEvents(ctx context.Context, db DB, olderThan time.Duration, batch int)
 	}
 	return tag.RowsAffected(), nil
 }
+
+// StoppedInstances returns the instance ids the workspace's own stops
+// were confirmed for: the instance_id, and any listed_instance_ids, of
+// its events named in events (the stop and orphan-terminate events, which
+// commit in the transaction that ends the stop). EC2 is eventually
+// consistent: for a few seconds after a 2xx terminate the CP may still
+// list an instance as running, and a retried provision once adopted its
+// previous generation's dead instance from that list.
+func StoppedInstances(ctx context.Context, db DB, workspaceID string, events []string) (map[string]bool, error) {
+	rows, err := db.Query(ctx, `
+		SELECT DISTINCT s.iid FROM workspace_events e, LATERAL (
+			SELECT e.fields->>'instance_id'
+			UNION ALL
+			SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(e.fields->'listed_instance_ids') = 'array'
+				THEN e.fields->'listed_instance_ids' ELSE '[]'::jsonb END)
+		) AS s(iid)
+		WHERE e.workspace_id = $1 AND e.event = ANY($2) AND coalesce(s.iid, '') <> ''`, workspaceID, events)
+	if err != nil {
+		return nil, fmt.Errorf("store: read stopped instances: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: scan stopped instance: %w", err)
+		}
+		out[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read stopped instances: %w", err)
+	}
+	return out, nil
+}

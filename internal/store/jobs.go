@@ -13,27 +13,33 @@ type JobRef struct {
 	Kind    string
 	State   string
 	Attempt int
+	// Attempted: a worker has fetched the job at least once. Attempt alone
+	// cannot say: River gives the attempt back to a job that snoozed or
+	// was interrupted by shutdown, so a first attempt that may have
+	// launched an instance sits at attempt 0 again.
+	Attempted bool
 }
 
 // liveJobStates are the River states in which a job may still run.
 const liveJobStates = `('available', 'pending', 'running', 'retryable', 'scheduled')`
 
 // LiveJobs lists a workspace's jobs of kind that may still run. It matches
-// args with @> so River's GIN index on args serves it.
+// args with @> so River's GIN index on args serves it; every job is
+// inserted with the canonical id (CanonicalID), which is what it matches.
 func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
-			AND state IN `+liveJobStates+` ORDER BY id`, kind, workspaceID)
+			AND state IN `+liveJobStates+` ORDER BY id`, kind, CanonicalID(workspaceID))
 }
 
 // LockLiveJobs is LiveJobs under FOR UPDATE: River fetches with SKIP
 // LOCKED, so until the caller's transaction ends no worker starts them.
 func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, tx, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
-			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, workspaceID)
+			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, CanonicalID(workspaceID))
 }
 
 // LiveInstanceTerminates lists live instance_terminate jobs for one
@@ -41,7 +47,7 @@ func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]J
 // recorded by a provision, whichever commits first.
 func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt FROM river_job
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
 		WHERE kind = 'instance_terminate' AND args @> jsonb_build_object('instance_id', $1::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, instanceID)
 }
@@ -49,8 +55,8 @@ func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]Jo
 // JobsForWorkspace lists every job of a workspace, any state (timeline).
 func JobsForWorkspace(ctx context.Context, db DB, workspaceID string) ([]JobRef, error) {
 	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt FROM river_job
-		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, workspaceID)
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
+		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, CanonicalID(workspaceID))
 }
 
 func queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, error) {
@@ -62,7 +68,7 @@ func queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, e
 	var out []JobRef
 	for rows.Next() {
 		var j JobRef
-		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &j.Attempt); err != nil {
+		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &j.Attempt, &j.Attempted); err != nil {
 			return nil, fmt.Errorf("store: scan job: %w", err)
 		}
 		out = append(out, j)

@@ -52,8 +52,9 @@ func CountWorkspaces(ctx context.Context, db DB) (int, error) {
 // SweepKinds names the job kinds the sweep's queries look for (package
 // jobs owns the names; store does not import it).
 type SweepKinds struct {
-	Provision string
-	Terminate string
+	Provision         string
+	Terminate         string
+	InstanceTerminate string
 }
 
 // SuspectRow is a row the database side of the sweep may have to re-drive,
@@ -191,13 +192,13 @@ func InstanceOwners(ctx context.Context, db DB, instanceIDs, workspaceIDs []stri
 }
 
 // WorkspacesWithLiveJobs returns which of workspaceIDs have a live job of
-// kind, in one query (one GIN lookup per id).
+// kind, in one query (one GIN lookup per id), keyed by canonical id.
 func WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceIDs []string) (map[string]bool, error) {
 	rows, err := db.Query(ctx, `
 		SELECT w.id FROM unnest($2::text[]) AS w(id)
 		WHERE EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1
 			AND j.args @> jsonb_build_object('workspace_id', w.id)
-			AND j.state IN `+liveJobStates+`)`, kind, workspaceIDs)
+			AND j.state IN `+liveJobStates+`)`, kind, canonicalIDs(workspaceIDs))
 	if err != nil {
 		return nil, fmt.Errorf("store: look up live jobs: %w", err)
 	}
@@ -230,4 +231,72 @@ func InstanceRecorded(ctx context.Context, db DB, instanceID string) (bool, erro
 
 func interval(d time.Duration) string {
 	return fmt.Sprintf("%d milliseconds", d.Milliseconds())
+}
+
+// DeadInstanceTerminate is a discarded or cancelled instance_terminate
+// whose instance may still run: no row records it, no live
+// instance_terminate names it, and no orphan-terminated line says it is
+// gone.
+type DeadInstanceTerminate struct {
+	JobID       int64
+	State       string
+	WorkspaceID string
+	InstanceID  string
+}
+
+// deadInstanceTerminateSelect reads dead instance_terminate jobs, newest
+// per instance. $1 is the kind, $2 the "terminated" event name. Jobs with
+// malformed ids (cancelled by the worker's own args check) are left out:
+// re-running them could never succeed.
+const deadInstanceTerminateSelect = `
+	SELECT DISTINCT ON (j.args->>'instance_id') j.id, j.state::text, lower(j.args->>'workspace_id'), j.args->>'instance_id'
+	FROM river_job j
+	WHERE j.kind = $1 AND j.state IN ('discarded', 'cancelled')
+		AND j.args->>'instance_id' ~ '^i-[0-9a-f]{8,17}$'
+		AND j.args->>'workspace_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+		AND NOT EXISTS (SELECT 1 FROM river_job k WHERE k.kind = $1
+			AND k.args @> jsonb_build_object('instance_id', j.args->>'instance_id') AND k.state IN ` + liveJobStates + `)
+		AND NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.instance_id = j.args->>'instance_id')
+		AND NOT EXISTS (SELECT 1 FROM workspace_events e
+			WHERE e.workspace_id = CASE WHEN j.args->>'workspace_id' ~* '^[0-9a-f-]{36}$' THEN (j.args->>'workspace_id')::uuid END
+				AND e.event = $2 AND e.fields->>'instance_id' = j.args->>'instance_id')`
+
+// DeadInstanceTerminates reads one page of them after instance id after
+// ("" for the first page), in instance id order (keyset paging).
+func DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, after string, limit int) ([]DeadInstanceTerminate, error) {
+	rows, err := db.Query(ctx, deadInstanceTerminateSelect+`
+		AND j.args->>'instance_id' > $3
+		ORDER BY j.args->>'instance_id', j.id DESC LIMIT $4`, kind, terminatedEvent, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: read dead instance terminates: %w", err)
+	}
+	defer rows.Close()
+	var out []DeadInstanceTerminate
+	for rows.Next() {
+		var d DeadInstanceTerminate
+		if err := rows.Scan(&d.JobID, &d.State, &d.WorkspaceID, &d.InstanceID); err != nil {
+			return nil, fmt.Errorf("store: scan dead instance terminate: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read dead instance terminates: %w", err)
+	}
+	return out, nil
+}
+
+// StillDeadInstanceTerminate re-reads job jobID under FOR UPDATE and
+// reports whether it is still a dead instance_terminate to re-run.
+func StillDeadInstanceTerminate(ctx context.Context, tx pgx.Tx, kind, terminatedEvent string, jobID int64) (bool, error) {
+	var id int64
+	err := tx.QueryRow(ctx, `SELECT r.id FROM (`+deadInstanceTerminateSelect+`
+		AND j.id = $3) d(id, state, workspace_id, instance_id) JOIN river_job r ON r.id = d.id FOR UPDATE OF r`,
+		kind, terminatedEvent, jobID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: re-read dead instance terminate: %w", err)
+	}
+	return true, nil
 }

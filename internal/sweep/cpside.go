@@ -3,7 +3,6 @@ package sweep
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,6 +27,7 @@ type candidate struct {
 type cpScan struct {
 	cands    []candidate // the first MaxTerminations strays, in list order
 	strays   int         // every stray found (the breaker's numerator)
+	foreign  int         // strays of workspaces this database never had
 	overflow int         // strays beyond cands
 }
 
@@ -100,7 +100,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	live := page[:0:0]
 	for _, in := range page {
 		if in.Live() {
-			in.WorkspaceID = strings.ToLower(in.WorkspaceID)
+			in.WorkspaceID = store.CanonicalID(in.WorkspaceID)
 			live = append(live, in)
 			ids, wss = append(ids, in.InstanceID), append(wss, in.WorkspaceID)
 		}
@@ -153,6 +153,9 @@ func classOf(o store.InstanceOwner) string {
 func (r *run) stray(sc *cpScan, in cp.Instance, class string) {
 	r.found(class, in.WorkspaceID, in.InstanceID, map[string]any{"launched_at": in.LaunchedAt, "state": in.State})
 	sc.strays++
+	if class == ClassUnknownWorkspace {
+		sc.foreign++
+	}
 	if len(sc.cands) < r.s.MaxTerminations {
 		sc.cands = append(sc.cands, candidate{ws: in.WorkspaceID, inst: in.InstanceID, class: class, launched: in.LaunchedAt})
 		return
@@ -160,21 +163,50 @@ func (r *run) stray(sc *cpScan, in cp.Instance, class string) {
 	sc.overflow++
 }
 
-// actCP terminates the strays, unless the CP side is not known or the
-// breaker opens.
-func (r *run) actCP(ctx context.Context, sc cpScan) {
+// decideCP reports whether the CP side may act on its strays: only when
+// the list was read whole and the breaker stays closed. The breaker opens
+// when the strays reach BreakerMinStrays and exceed BreakerShare of the
+// live fleet (below the floor, a small fleet's one stray was held until
+// an operator forced a sweep). Instances of workspaces this database
+// never had are held more strictly: our own leaks always have a row (a
+// row is written before any provision and never deleted), so such
+// instances belong to a second owner of the org id (another deployment,
+// a database restored from before they were made, a fleet not yet
+// imported), and one database must own an org id. BreakerMinStrays of
+// them, or more than the share however small the fleet, open it.
+func (r *run) decideCP(sc cpScan) bool {
 	if r.res.CPSide != CPOK {
-		return
+		return false
 	}
-	if sc.strays > 0 && float64(sc.strays) > r.s.BreakerShare*float64(r.res.LiveInstances) {
-		r.res.BreakerOpen = true
-		obs.Event(r.d.Log, zerolog.ErrorLevel, obs.EvSweepBreakerOpen, obs.Fields{Extra: map[string]any{
-			"strays": sc.strays, "live_instances": r.res.LiveInstances, "share": r.s.BreakerShare,
-			"forced": r.o.Force, "hint": "check the database and org id, then run `enqueue sweep --force`"}})
-		if !r.o.Force {
-			r.res.CPSide = CPBreakerOpen
-			return
-		}
+	share := r.s.BreakerShare * float64(r.res.LiveInstances)
+	shareTrip := sc.strays >= r.s.BreakerMinStrays && float64(sc.strays) > share
+	ownerTrip := r.s.BreakerShare < 1 && (sc.foreign >= r.s.BreakerMinStrays || float64(sc.foreign) > share)
+	if !shareTrip && !ownerTrip {
+		return true
+	}
+	r.res.BreakerOpen = true
+	r.res.SecondOwnerSuspected = ownerTrip
+	if ownerTrip {
+		obs.Event(r.d.Log, zerolog.ErrorLevel, obs.EvSweepSecondOwner, obs.Fields{Extra: map[string]any{
+			"unknown_workspace_instances": sc.foreign,
+			"hint":                        "one database must own an org id: check MOLECULE_ORG_ID of every deployment, and whether this database was restored"}})
+	}
+	obs.Event(r.d.Log, zerolog.ErrorLevel, obs.EvSweepBreakerOpen, obs.Fields{Extra: map[string]any{
+		"strays": sc.strays, "live_instances": r.res.LiveInstances, "share": r.s.BreakerShare,
+		"min_strays": r.s.BreakerMinStrays, "unknown_workspace_instances": sc.foreign, "second_owner_suspected": ownerTrip,
+		"forced": r.o.Force, "hint": "check the database and org id, then run `enqueue sweep --force`"}})
+	if !r.o.Force {
+		r.res.CPSide = CPBreakerOpen
+		return false
+	}
+	return true
+}
+
+// actCP terminates the strays decideCP let through, within what is left
+// of the cap.
+func (r *run) actCP(ctx context.Context, sc cpScan) {
+	if !r.cpActs {
+		return
 	}
 	for _, c := range sc.cands {
 		if r.take() && !r.o.DryRun {

@@ -41,10 +41,62 @@ func (r *run) sweepDB(ctx context.Context) error {
 			r.redrive(ctx, row)
 		}
 		if len(rows) < r.s.PageSize {
-			return nil
+			return r.sweepDeadInstanceTerminates(ctx)
 		}
 		after = rows[len(rows)-1].ID
 	}
+}
+
+// sweepDeadInstanceTerminates re-runs discarded or cancelled
+// instance_terminate jobs whose instance may still run. Only the
+// workspace_terminate ones used to be re-driven: without a list endpoint
+// nothing else would ever find such an instance again.
+func (r *run) sweepDeadInstanceTerminates(ctx context.Context) error {
+	after := ""
+	for {
+		dead, err := store.DeadInstanceTerminates(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, after, r.s.PageSize)
+		if err != nil {
+			return err
+		}
+		for _, d := range dead {
+			r.redriveInstanceTerminate(ctx, d)
+		}
+		if len(dead) < r.s.PageSize {
+			return nil
+		}
+		after = dead[len(dead)-1].InstanceID
+	}
+}
+
+// redriveInstanceTerminate retries one dead instance_terminate (the same
+// job, not a twin), deciding again under its workspace's row lock.
+func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstanceTerminate) {
+	class := ClassInstanceTerminateDiscarded
+	if d.State == "cancelled" {
+		class = ClassInstanceTerminateCancelled
+	}
+	r.found(class, d.WorkspaceID, d.InstanceID, map[string]any{"job_id": d.JobID})
+	if !r.takeDB() || r.o.DryRun {
+		return
+	}
+	outcome := ""
+	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
+		if _, err := store.Lock(ctx, tx, d.WorkspaceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		still, err := store.StillDeadInstanceTerminate(ctx, tx, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, d.JobID)
+		if err != nil || !still {
+			outcome = outChanged
+			return err
+		}
+		if err := r.d.Jobs.Retry(ctx, tx, d.JobID); err != nil {
+			return err
+		}
+		outcome = outRetried
+		return store.AppendEvent(ctx, tx, store.Event{WorkspaceID: d.WorkspaceID, Event: obs.EvOrphanFound, Actor: actorSweep,
+			Fields: map[string]any{"instance_id": d.InstanceID, "class": class, "retried_job_id": d.JobID}})
+	})
+	r.count(outcome, err, "re-run instance_terminate "+d.InstanceID, true)
 }
 
 // classifyRow names what is wrong with a row, or "".
@@ -72,7 +124,7 @@ func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
 	}
 	r.found(class, row.ID, row.InstanceID, map[string]any{"status": row.Status, "desired": row.Desired})
 	terminates := class != ClassStuckProvisioning
-	if terminates && !r.take() {
+	if terminates && !r.takeDB() {
 		return
 	}
 	if !terminates {

@@ -25,6 +25,13 @@ type Settings struct {
 	// the same org id, or the first deploy onto an existing fleet all look
 	// like "everything is an orphan". 1 disables the breaker.
 	BreakerShare float64
+	// BreakerMinStrays is the floor below which the share does not apply
+	// (SWEEP_BREAKER_MIN_STRAYS): in a fleet of four, one stray is over
+	// 20 %, and the breaker held it until an operator forced a sweep. It
+	// is also how many instances of workspaces this database never had
+	// open the breaker whatever their share (a second owner of the org
+	// id); those still open it above the share however few they are.
+	BreakerMinStrays int
 	// ProvisioningDeadline: a provisioning row this old with no live
 	// provision job is marked failed (PROVISIONING_DEADLINE).
 	ProvisioningDeadline time.Duration
@@ -44,6 +51,7 @@ const (
 	DefaultGrace                = 15 * time.Minute
 	DefaultMaxTerminations      = 100
 	DefaultBreakerShare         = 0.2
+	DefaultBreakerMinStrays     = 3
 	DefaultProvisioningDeadline = time.Hour
 	DefaultPageSize             = 1000
 	DefaultTimeout              = 2 * time.Minute
@@ -54,8 +62,9 @@ const (
 func DefaultSettings() Settings {
 	return Settings{
 		Interval: DefaultInterval, Grace: DefaultGrace, MaxTerminations: DefaultMaxTerminations,
-		BreakerShare: DefaultBreakerShare, ProvisioningDeadline: DefaultProvisioningDeadline,
-		PageSize: DefaultPageSize,
+		BreakerShare: DefaultBreakerShare, BreakerMinStrays: DefaultBreakerMinStrays,
+		ProvisioningDeadline: DefaultProvisioningDeadline,
+		PageSize:             DefaultPageSize,
 	}
 }
 
@@ -75,6 +84,9 @@ func (s Settings) WithDefaults() Settings {
 	}
 	if s.BreakerShare <= 0 {
 		s.BreakerShare = d.BreakerShare
+	}
+	if s.BreakerMinStrays <= 0 {
+		s.BreakerMinStrays = d.BreakerMinStrays
 	}
 	if s.PageSize <= 0 {
 		s.PageSize = d.PageSize

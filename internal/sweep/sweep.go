@@ -42,8 +42,8 @@ type Jobs interface {
 type Deps struct {
 	Pool    *pgxpool.Pool
 	CP      cp.API
-	Jobs    Jobs // may be nil on a dry run
-	Kinds   store.SweepKinds
+	Jobs    Jobs             // may be nil on a dry run
+	Kinds   store.SweepKinds // InstanceTerminate included
 	Log     zerolog.Logger
 	Metrics *obs.Metrics // nil: no metrics
 }
@@ -72,6 +72,10 @@ const (
 	ClassStoppingDiscarded  = "stopping_discarded"    // stopping row whose terminate was discarded
 	ClassStoppingCancelled  = "stopping_cancelled"    // stopping row whose terminate was cancelled
 	ClassStuckProvisioning  = "stuck_provisioning"    // provisioning past the deadline, no live job
+	// A discarded or cancelled instance_terminate whose instance may still
+	// run: re-run (the same job) like a dead workspace_terminate.
+	ClassInstanceTerminateDiscarded = "instance_terminate_discarded"
+	ClassInstanceTerminateCancelled = "instance_terminate_cancelled"
 )
 
 // SkippedLocked is Result.Skipped when another sweep holds the lock.
@@ -96,11 +100,14 @@ type Result struct {
 	SkippedChanged    int            `json:"skipped_changed"` // the row moved on before the sweep acted
 	Errors            int            `json:"errors"`
 	BreakerOpen       bool           `json:"breaker_open"`
-	CPSide            string         `json:"cp_side"`
-	DryRun            bool           `json:"dry_run"`
-	Forced            bool           `json:"forced"`
-	Skipped           string         `json:"skipped,omitempty"`
-	DurationMS        int64          `json:"duration_ms"`
+	// SecondOwnerSuspected: the breaker opened on instances of workspaces
+	// this database never had (see Settings.BreakerMinStrays).
+	SecondOwnerSuspected bool   `json:"second_owner_suspected,omitempty"`
+	CPSide               string `json:"cp_side"`
+	DryRun               bool   `json:"dry_run"`
+	Forced               bool   `json:"forced"`
+	Skipped              string `json:"skipped,omitempty"`
+	DurationMS           int64  `json:"duration_ms"`
 }
 
 // Run sweeps once. Unless another sweep holds the lock (then it returns
@@ -118,6 +125,7 @@ func Run(ctx context.Context, d Deps, s Settings, o Options) (Result, error) {
 		res: Result{Orphans: map[string]int{}, DryRun: o.DryRun, Forced: o.Force}}
 	err := r.locked(ctx, func() error {
 		cands := r.scanCP(ctx)
+		r.reserveCP(cands)
 		if err := r.sweepDB(ctx); err != nil {
 			return err
 		}
@@ -135,6 +143,8 @@ type run struct {
 	s            Settings
 	o            Options
 	budget       int // terminations left under the cap
+	reserved     int // of budget, kept for the CP side's strays (see reserveCP)
+	cpActs       bool
 	logged       int // orphan.found lines written
 	unreadLogged int // cp_unreadable_instance lines written (a budget of their own)
 	started      time.Time
@@ -168,9 +178,28 @@ func (r *run) locked(ctx context.Context, fn func() error) error {
 	return fn()
 }
 
+// reserveCP keeps part of the cap for the CP side before the database
+// side spends it: the database side runs first, and 100 stops that kept
+// failing (each sweep re-drives them) used every sweep's whole budget, so
+// no stray was ever terminated. The CP side may claim up to half the cap
+// (rounded up) when it has that many strays to act on; the database side
+// keeps the rest, and whatever either leaves unused.
+func (r *run) reserveCP(sc cpScan) {
+	r.cpActs = r.decideCP(sc)
+	if r.cpActs {
+		r.reserved = min(len(sc.cands), (r.s.MaxTerminations+1)/2)
+	}
+}
+
+// takeDB spends one termination for the database side, leaving the CP
+// side's reserve alone.
+func (r *run) takeDB() bool { return r.takeAbove(r.reserved) }
+
 // take spends one termination from the cap; false means skipped by cap.
-func (r *run) take() bool {
-	if r.budget <= 0 {
+func (r *run) take() bool { return r.takeAbove(0) }
+
+func (r *run) takeAbove(floor int) bool {
+	if r.budget <= floor {
 		r.res.SkippedByCap++
 		return false
 	}
