@@ -36,6 +36,7 @@ const (
 	EvSweepDone          = "sweep.done"
 	EvSweepBreakerOpen   = "sweep.breaker_open"
 	EvSweepSecondOwner   = "sweep.second_owner_suspected"
+	EvSweepStaleRow      = "sweep.stale_row"
 	EvSweepNoList        = "sweep.cp_list_unsupported"
 	EvSweepUnreadable    = "sweep.cp_unreadable_instance"
 	EvJobDiscarded       = "job.discarded"

@@ -161,17 +161,21 @@ type InstanceOwner struct {
 	Status          string // the listed workspace's status, "" when no row
 	RowInstanceID   string // the id that workspace records, "" when none
 	Recorded        bool   // the instance id is recorded on some row
+	Condemned       bool   // a live instance_terminate already holds it
 }
 
 // InstanceOwners looks up one CP page in one query: for each listed
 // (instance, workspace) pair, whether the workspace has a row and whether
-// any row records the instance. Keyed by instance id.
-func InstanceOwners(ctx context.Context, db DB, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
+// any row records the instance, and whether a live job of
+// instanceTerminateKind already holds it. Keyed by instance id.
+func InstanceOwners(ctx context.Context, db DB, instanceTerminateKind string, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
 	rows, err := db.Query(ctx, `
 		SELECT i.iid, w.id IS NOT NULL, coalesce(w.status, ''), coalesce(w.instance_id, ''),
-			EXISTS (SELECT 1 FROM workspaces r WHERE r.instance_id = i.iid)
+			EXISTS (SELECT 1 FROM workspaces r WHERE r.instance_id = i.iid),
+			EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $3
+				AND j.args @> jsonb_build_object('instance_id', i.iid) AND j.state IN `+liveJobStates+`)
 		FROM unnest($1::text[], $2::uuid[]) AS i(iid, wid)
-		LEFT JOIN workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs)
+		LEFT JOIN workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs, instanceTerminateKind)
 	if err != nil {
 		return nil, fmt.Errorf("store: look up listed instances: %w", err)
 	}
@@ -180,7 +184,7 @@ func InstanceOwners(ctx context.Context, db DB, instanceIDs, workspaceIDs []stri
 	for rows.Next() {
 		var id string
 		var o InstanceOwner
-		if err := rows.Scan(&id, &o.WorkspaceExists, &o.Status, &o.RowInstanceID, &o.Recorded); err != nil {
+		if err := rows.Scan(&id, &o.WorkspaceExists, &o.Status, &o.RowInstanceID, &o.Recorded, &o.Condemned); err != nil {
 			return nil, fmt.Errorf("store: scan listed instance: %w", err)
 		}
 		out[id] = o

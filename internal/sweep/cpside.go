@@ -109,7 +109,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	if len(live) == 0 {
 		return nil
 	}
-	owners, err := store.InstanceOwners(ctx, r.d.Pool, ids, wss)
+	owners, err := store.InstanceOwners(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, ids, wss)
 	if err != nil {
 		return err
 	}
@@ -131,13 +131,51 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 		return err
 	}
 	for _, in := range old {
-		if inFlight[in.WorkspaceID] {
+		o := owners[in.InstanceID]
+		switch {
+		case inFlight[in.WorkspaceID]:
 			r.res.SkippedInFlight++
-			continue
+		case classOf(o) == ClassDuplicate && !o.Condemned && len(sc.cands) < r.s.MaxTerminations &&
+			!r.recordedLive(ctx, in, o.RowInstanceID):
+			// Held and reported by recordedLive. Only a duplicate that
+			// would be acted on is checked: past the cap it is counted
+			// and skipped by the cap like any stray.
+		default:
+			r.stray(sc, in, classOf(o), o.Condemned)
 		}
-		r.stray(sc, in, classOf(owners[in.InstanceID]))
 	}
 	return nil
+}
+
+// recordedLive reports whether the row's recorded instance is confirmed
+// live, which is what makes in a duplicate. A database restored from
+// before two restarts recorded instances that were gone and listed the
+// ones running as duplicates: the sweep killed every live instance of
+// those workspaces and their rows said running for good. A row whose
+// recorded instance is gone, unknown or unconfirmed is stale, and its
+// listed instance may be the one that should run: it is held for an
+// operator (sweep.stale_row), never terminated. The status calls are
+// bounded (twice the cap, at least 100).
+func (r *run) recordedLive(ctx context.Context, in cp.Instance, recorded string) bool {
+	state, err := "", error(nil)
+	if r.statusChecks >= max(2*r.s.MaxTerminations, 100) {
+		err = errors.New("status checks for this sweep used up")
+	} else {
+		r.statusChecks++
+		state, err = r.d.CP.Status(ctx, in.WorkspaceID, recorded)
+	}
+	if err == nil && state != "terminated" && state != "shutting-down" {
+		return true
+	}
+	r.res.HeldDuplicates++
+	extra := map[string]any{"recorded_instance_id": recorded, "recorded_state": state, "action": "held for an operator",
+		"hint": "the row records an instance that is not confirmed live: check the workspace (a restored database?) before terminating either"}
+	if err != nil {
+		extra["error"] = err.Error()
+	}
+	obs.Event(r.d.Log, zerolog.ErrorLevel, obs.EvSweepStaleRow, obs.Fields{
+		WorkspaceID: in.WorkspaceID, InstanceID: in.InstanceID, Extra: extra})
+	return false
 }
 
 func classOf(o store.InstanceOwner) string {
@@ -150,11 +188,19 @@ func classOf(o store.InstanceOwner) string {
 	return ClassUnrecorded
 }
 
-func (r *run) stray(sc *cpScan, in cp.Instance, class string) {
+// stray counts one stray and makes it a candidate, unless a live
+// instance_terminate already holds it: strays whose terminate keeps
+// failing came first in list order, filled every candidate slot, and a
+// new stray was skipped by the cap on every sweep.
+func (r *run) stray(sc *cpScan, in cp.Instance, class string, condemned bool) {
 	r.found(class, in.WorkspaceID, in.InstanceID, map[string]any{"launched_at": in.LaunchedAt, "state": in.State})
 	sc.strays++
 	if class == ClassUnknownWorkspace {
 		sc.foreign++
+	}
+	if condemned {
+		r.res.AlreadyQueued++
+		return
 	}
 	if len(sc.cands) < r.s.MaxTerminations {
 		sc.cands = append(sc.cands, candidate{ws: in.WorkspaceID, inst: in.InstanceID, class: class, launched: in.LaunchedAt})
@@ -168,19 +214,19 @@ func (r *run) stray(sc *cpScan, in cp.Instance, class string) {
 // when the strays reach BreakerMinStrays and exceed BreakerShare of the
 // live fleet (below the floor, a small fleet's one stray was held until
 // an operator forced a sweep). Instances of workspaces this database
-// never had are held more strictly: our own leaks always have a row (a
-// row is written before any provision and never deleted), so such
-// instances belong to a second owner of the org id (another deployment,
-// a database restored from before they were made, a fleet not yet
-// imported), and one database must own an org id. BreakerMinStrays of
-// them, or more than the share however small the fleet, open it.
+// never had always open it: our own leaks always have a row (a row is
+// written before any provision and never deleted), so such instances
+// belong to a second owner of the org id (another deployment, a database
+// restored from before they were made, a fleet not yet imported), and a
+// second deployment holding two of twelve instances had them killed
+// without a word.
 func (r *run) decideCP(sc cpScan) bool {
 	if r.res.CPSide != CPOK {
 		return false
 	}
 	share := r.s.BreakerShare * float64(r.res.LiveInstances)
 	shareTrip := sc.strays >= r.s.BreakerMinStrays && float64(sc.strays) > share
-	ownerTrip := r.s.BreakerShare < 1 && (sc.foreign >= r.s.BreakerMinStrays || float64(sc.foreign) > share)
+	ownerTrip := r.s.BreakerShare < 1 && sc.foreign > 0
 	if !shareTrip && !ownerTrip {
 		return true
 	}

@@ -93,7 +93,8 @@ type Result struct {
 	Retried           int            `json:"retried"`
 	MarkedFailed      int            `json:"marked_failed"`
 	AlreadyQueued     int            `json:"already_queued"`
-	Planned           int            `json:"planned"` // actions decided (on a dry run: not taken)
+	HeldDuplicates    int            `json:"held_duplicates"` // listed beside a recorded instance not confirmed live: held for an operator
+	Planned           int            `json:"planned"`         // actions decided (on a dry run: not taken)
 	SkippedByCap      int            `json:"skipped_by_cap"`
 	SkippedYoung      int            `json:"skipped_young"`
 	SkippedInFlight   int            `json:"skipped_in_flight"`
@@ -147,6 +148,7 @@ type run struct {
 	cpActs       bool
 	logged       int // orphan.found lines written
 	unreadLogged int // cp_unreadable_instance lines written (a budget of their own)
+	statusChecks int // CP status calls made to confirm duplicates
 	started      time.Time
 	res          Result
 	firstErr     error
