@@ -47,13 +47,24 @@ func liveIDs(e *jobtest.Env) map[string]bool {
 	return out
 }
 
-func TestSweep_TerminatesInstanceOfUnknownWorkspace(t *testing.T) {
+// TestSweep_TerminatesInstanceOfUnknownWorkspaceOnlyWhenForced: our own
+// leaks always have a row, so an instance of a workspace this database
+// never had belongs to a second owner of the org id (or the database was
+// restored): one such instance opens the breaker, however small its share,
+// and only a forced sweep terminates it.
+func TestSweep_TerminatesInstanceOfUnknownWorkspaceOnlyWhenForced(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	healthy := e.SeedHealthy(9)
 	ghost := uuid.NewString()
 	orphan := e.OldInstance(ghost)
 
-	res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+	held := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+	require.Equal(t, "breaker_open", held.CPSide)
+	require.True(t, held.SecondOwnerSuspected)
+	require.Zero(t, held.Enqueued)
+	require.Empty(t, e.JobsOfKind(jobs.KindInstanceTerminate))
+
+	res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{Force: true})
 
 	require.Equal(t, map[string]int{"unknown_workspace": 1}, res.Orphans)
 	require.Equal(t, 1, res.Enqueued)
@@ -65,7 +76,7 @@ func TestSweep_TerminatesInstanceOfUnknownWorkspace(t *testing.T) {
 		require.True(t, live[r.InstanceID], "healthy instance %s must survive", r.InstanceID)
 	}
 	require.Contains(t, eventNames(t, e, ghost), "orphan.found")
-	require.Equal(t, 1.0, counterValue(t, e.Metrics.OrphansFound.WithLabelValues("unknown_workspace")))
+	require.Equal(t, 2.0, counterValue(t, e.Metrics.OrphansFound.WithLabelValues("unknown_workspace")))
 	require.Equal(t, 1.0, counterValue(t, e.Metrics.SweepsTotal.WithLabelValues("ok")))
 }
 
@@ -265,8 +276,8 @@ func TestSweep_DryRunChangesNothing(t *testing.T) {
 	}{{"args", false}, {"settings", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
-			e.SeedHealthy(20)
-			e.OldInstance(uuid.NewString())
+			healthy := e.SeedHealthy(20)
+			e.OldInstance(healthy[0].ID)
 			stale := uuid.NewString()
 			rows := e.SeedRows(
 				jobtest.Row{ID: stale, Status: store.StatusStopped, Desired: store.DesiredStopped, InstanceID: e.OldInstance(stale)},
@@ -279,7 +290,7 @@ func TestSweep_DryRunChangesNothing(t *testing.T) {
 			res := sweepNow(t, e, s, jobs.OrphanSweepArgs{DryRun: !tc.settings})
 
 			require.True(t, res.DryRun)
-			require.Equal(t, map[string]int{"unknown_workspace": 1, "stale_instance_on_row": 1,
+			require.Equal(t, map[string]int{"duplicate": 1, "stale_instance_on_row": 1,
 				"stopping_without_job": 1, "stuck_provisioning": 1}, res.Orphans)
 			require.Equal(t, 4, res.Planned)
 			require.Zero(t, res.Enqueued+res.Retried+res.MarkedFailed)
@@ -358,8 +369,8 @@ func TestOrphanSweepWorker_RunsOnStartAndOnRequestWithOutput(t *testing.T) {
 	s := testSweep()
 	s.Interval = time.Hour
 	e := jobtest.New(t, jobtest.Config{Options: jobs.Options{Sweep: &s}})
-	e.SeedHealthy(9)
-	orphan := e.OldInstance(uuid.NewString())
+	healthy := e.SeedHealthy(9)
+	orphan := e.OldInstance(healthy[0].ID)
 
 	manual, err := jobs.RequestSweep(context.Background(), e.Insert, jobs.OrphanSweepArgs{DryRun: true})
 	require.NoError(t, err)

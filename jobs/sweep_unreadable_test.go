@@ -25,13 +25,13 @@ func TestSweep_OneUnreadableInstanceDoesNotBlindTheSweep(t *testing.T) {
 			healthy := e.SeedHealthy(10)
 			untagged := e.CP.AddInstance("", cpfake.StateRunning, time.Now().Add(-2*time.Hour)).InstanceID
 			future := e.CP.AddInstance(uuid.NewString(), cpfake.StateRunning, time.Now().Add(7*24*time.Hour)).InstanceID
-			stray := e.CP.AddInstance(uuid.NewString(), cpfake.StateRunning, time.Now().Add(-2*time.Hour)).InstanceID
+			stray := e.CP.AddInstance(healthy[0].ID, cpfake.StateRunning, time.Now().Add(-2*time.Hour)).InstanceID
 
 			res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
 
 			require.Equal(t, "ok", res.CPSide)
 			require.Equal(t, 2, res.Unreadable)
-			require.Equal(t, map[string]int{"unknown_workspace": 1}, res.Orphans)
+			require.Equal(t, map[string]int{"duplicate": 1}, res.Orphans)
 			e.WaitFor("the stray terminated", func() bool { return !liveIDs(e)[stray] })
 			live := liveIDs(e)
 			require.True(t, live[untagged], "an unreadable instance is never terminated")

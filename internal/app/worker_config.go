@@ -65,7 +65,7 @@ func workerSettings(set *config.Set, c *WorkerConfig) {
 	set.Duration(&c.Sweep.Grace, "sweep-grace", "SWEEP_GRACE", c.Sweep.Grace, "an unrecorded instance younger than this is left alone (must exceed a provision's longest life)")
 	set.Int(&c.Sweep.MaxTerminations, "sweep-max-terminations", "SWEEP_MAX_TERMINATIONS", c.Sweep.MaxTerminations, 1, 1000000, "most terminate jobs one sweep enqueues; the rest are reported")
 	set.Float(&c.Sweep.BreakerShare, "sweep-breaker-share", "SWEEP_BREAKER_SHARE", c.Sweep.BreakerShare, 0, 1, "when strays exceed this share of the fleet the sweep acts on none until `enqueue sweep --force`")
-	set.Int(&c.Sweep.BreakerMinStrays, "sweep-breaker-min-strays", "SWEEP_BREAKER_MIN_STRAYS", c.Sweep.BreakerMinStrays, 1, 1000000, "below this many strays the breaker share does not apply (instances of workspaces the database never had excepted); this many of those always open it (a second owner of the org id)")
+	set.Int(&c.Sweep.BreakerMinStrays, "sweep-breaker-min-strays", "SWEEP_BREAKER_MIN_STRAYS", c.Sweep.BreakerMinStrays, 1, 1000000, "below this many strays the breaker share does not apply (one instance of a workspace the database never had always opens it)")
 	set.Duration(&c.Sweep.ProvisioningDeadline, "provisioning-deadline", "PROVISIONING_DEADLINE", c.Sweep.ProvisioningDeadline, "a provisioning row older than this with no live provision job is marked failed")
 	set.Bool(&c.Sweep.DryRun, "sweep-dry-run", "SWEEP_DRY_RUN", false, "periodic sweeps only report")
 }

@@ -38,6 +38,11 @@ func TestChaos_SweepCollectsWhatAnIdempotencyBlindCPLeaks(t *testing.T) {
 	}, map[string]string{
 		"SWEEP_ENABLED": "true", "SWEEP_INTERVAL": "1h", "SWEEP_GRACE": "10s",
 		"SWEEP_MAX_TERMINATIONS": "100000",
+		// The sweep's timeout is derived below half of RESCUE_AFTER; the
+		// harness's 4 s left it 2 s, which one forced sweep of the whole
+		// fleet overran on a loaded machine and left two strays for the
+		// next one.
+		"RESCUE_AFTER": "12s",
 	})
 	procs := make([]*workerProc, 3)
 	for i := range procs {

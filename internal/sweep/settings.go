@@ -27,10 +27,9 @@ type Settings struct {
 	BreakerShare float64
 	// BreakerMinStrays is the floor below which the share does not apply
 	// (SWEEP_BREAKER_MIN_STRAYS): in a fleet of four, one stray is over
-	// 20 %, and the breaker held it until an operator forced a sweep. It
-	// is also how many instances of workspaces this database never had
-	// open the breaker whatever their share (a second owner of the org
-	// id); those still open it above the share however few they are.
+	// 20 %, and the breaker held it until an operator forced a sweep.
+	// Instances of workspaces this database never had are not under it:
+	// one of them opens the breaker (see decideCP).
 	BreakerMinStrays int
 	// ProvisioningDeadline: a provisioning row this old with no live
 	// provision job is marked failed (PROVISIONING_DEADLINE).
