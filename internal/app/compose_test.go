@@ -227,3 +227,30 @@ func TestDockerfile_BaseImagesAreSupportedAndPinnable(t *testing.T) {
 		require.Regexp(t, `^golang:1\.\d+-(bookworm|trixie)(@sha256:[0-9a-f]{64})?$`, ref)
 	}
 }
+
+// Issue 16 (5): compose shipped `${RIVER_BASIC_AUTH_PASS:-change-me}`, so
+// a forgotten variable started River UI (which can cancel every stop)
+// behind a password anyone can read in this repository. Every worker takes
+// the password from `${RIVER_BASIC_AUTH_PASS:?message}`, which makes
+// compose refuse to start when it is unset or empty, and no default for
+// it is written anywhere in the file.
+func TestCompose_RefusesToStartWithoutUIPassword(t *testing.T) {
+	doc := readCompose(t)
+	required := regexp.MustCompile(`^\$\{RIVER_BASIC_AUTH_PASS:\?[^}]+\}$`)
+	workers := 0
+	for name, svc := range doc.Services {
+		if len(svc.Command) == 0 || svc.Command[0] != "worker" || slices.Contains(svc.Command, "migrate") {
+			continue
+		}
+		workers++
+		require.Regexp(t, required, svc.Environment["RIVER_BASIC_AUTH_PASS"],
+			"service %s: the UI password must be required, with a message, and have no default", name)
+	}
+	require.Equal(t, 2, workers)
+	raw, err := os.ReadFile(composeFile)
+	require.NoError(t, err)
+	require.NotRegexp(t, `\$\{RIVER_BASIC_AUTH_PASS:?[-=+]`, string(raw), "a default for the UI password")
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	require.Contains(t, string(readme), "Compose refuses to\nstart without `RIVER_BASIC_AUTH_PASS`")
+}
