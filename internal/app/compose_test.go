@@ -3,6 +3,7 @@ package app_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,9 @@ type composeService struct {
 	Environment envList    `yaml:"environment"`
 	Healthcheck *yaml.Node `yaml:"healthcheck"`
 	DependsOn   any        `yaml:"depends_on"`
+	Volumes     []string   `yaml:"volumes"`
+	Profiles    []string   `yaml:"profiles"`
+	Ports       []string   `yaml:"ports"`
 }
 
 type composeDoc struct {
@@ -226,4 +230,189 @@ func TestDockerfile_BaseImagesAreSupportedAndPinnable(t *testing.T) {
 		}
 		require.Regexp(t, `^golang:1\.\d+-(bookworm|trixie)(@sha256:[0-9a-f]{64})?$`, ref)
 	}
+}
+
+// Issue 16 (5): compose shipped `${RIVER_BASIC_AUTH_PASS:-change-me}`, so
+// a forgotten variable started River UI (which can cancel every stop)
+// behind a password anyone can read in this repository. Every worker takes
+// the password from `${RIVER_BASIC_AUTH_PASS:?message}`, which makes
+// compose refuse to start when it is unset or empty, and no default for
+// it is written anywhere in the file.
+func TestCompose_RefusesToStartWithoutUIPassword(t *testing.T) {
+	doc := readCompose(t)
+	required := regexp.MustCompile(`^\$\{RIVER_BASIC_AUTH_PASS:\?[^}]+\}$`)
+	workers := 0
+	for name, svc := range doc.Services {
+		if len(svc.Command) == 0 || svc.Command[0] != "worker" || slices.Contains(svc.Command, "migrate") {
+			continue
+		}
+		workers++
+		require.Regexp(t, required, svc.Environment["RIVER_BASIC_AUTH_PASS"],
+			"service %s: the UI password must be required, with a message, and have no default", name)
+	}
+	require.Equal(t, 2, workers)
+	raw, err := os.ReadFile(composeFile)
+	require.NoError(t, err)
+	require.NotRegexp(t, `\$\{RIVER_BASIC_AUTH_PASS:?[-=+]`, string(raw), "a default for the UI password")
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	require.Contains(t, string(readme), "Compose refuses to\nstart without `RIVER_BASIC_AUTH_PASS`")
+}
+
+// composeRoot is the directory compose resolves relative mounts against.
+const composeRoot = "../.."
+
+// bindMounts returns a service's bind mounts as host source (relative to
+// the compose file, as written) → container path; named volumes are left
+// out.
+func bindMounts(svc composeService) map[string]string {
+	out := map[string]string{}
+	for _, v := range svc.Volumes {
+		src, rest, _ := strings.Cut(v, ":")
+		if !strings.HasPrefix(src, "./") && !strings.HasPrefix(src, "../") && !strings.HasPrefix(src, "/") {
+			continue
+		}
+		dst, _, _ := strings.Cut(rest, ":")
+		out[src] = dst
+	}
+	return out
+}
+
+// missingMounts lists the bind-mount sources of doc that do not exist
+// under root: compose would create an empty directory in their place and
+// Prometheus or Grafana would start without its rules or dashboard.
+func missingMounts(doc composeDoc, root string) []string {
+	var missing []string
+	for name, svc := range doc.Services {
+		for src := range bindMounts(svc) {
+			if _, err := os.Stat(filepath.Join(root, src)); err != nil {
+				missing = append(missing, name+": "+src)
+			}
+		}
+	}
+	return missing
+}
+
+func TestCompose_MountedFilesExist(t *testing.T) {
+	doc := readCompose(t)
+	mounts := 0
+	for _, svc := range doc.Services {
+		mounts += len(bindMounts(svc))
+	}
+	require.GreaterOrEqual(t, mounts, 5, "Prometheus' config and rules, Grafana's provisioning and dashboard")
+	require.Empty(t, missingMounts(doc, composeRoot))
+
+	// The check can fail: a misspelt source is reported.
+	bad := composeDoc{Services: map[string]composeService{"p": {Volumes: []string{
+		"./deploy/prometheus/alert.yml:/etc/prometheus/alerts.yml:ro", "pgdata:/var/lib/postgresql/data"}}}}
+	require.Equal(t, []string{"p: ./deploy/prometheus/alert.yml"}, missingMounts(bad, composeRoot))
+}
+
+// hostFor returns the host source mounted at container path dst (or at a
+// directory holding it) in svc, with the rest of the path appended.
+func hostFor(svc composeService, dst string) (string, bool) {
+	for src, d := range bindMounts(svc) {
+		if d == dst {
+			return src, true
+		}
+		if rel, ok := strings.CutPrefix(dst, d+"/"); ok {
+			return src + "/" + rel, true
+		}
+	}
+	return "", false
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(composeRoot, path))
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(b, v))
+}
+
+// Issue 16 (3): `docker compose --profile observability up` adds a
+// Prometheus that scrapes both workers with the rules loaded, and a
+// Grafana with the dashboard provisioned. This follows each path from the
+// compose file through the container to the file in deploy/.
+func TestCompose_ObservabilityProfileScrapesBothWorkersAndLoadsTheRules(t *testing.T) {
+	doc := readCompose(t)
+	prom, graf := doc.Services["prometheus"], doc.Services["grafana"]
+	for name, svc := range map[string]composeService{"prometheus": prom, "grafana": graf} {
+		require.Equal(t, []string{"observability"}, svc.Profiles, "%s is only in the profile", name)
+		for _, p := range svc.Ports {
+			require.True(t, strings.HasPrefix(p, "127.0.0.1:"), "%s publishes on loopback only: %s", name, p)
+		}
+	}
+
+	// Prometheus: its config and rules are the repository's files.
+	var configPath string
+	for _, a := range prom.Command {
+		if v, ok := strings.CutPrefix(a, "--config.file="); ok {
+			configPath = v
+		}
+	}
+	src, ok := hostFor(prom, configPath)
+	require.True(t, ok, "prometheus' --config.file %q is mounted", configPath)
+	require.Equal(t, "./deploy/prometheus/prometheus.yml", src)
+	var cfg struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			MetricsPath   string `yaml:"metrics_path"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, src, &cfg)
+	require.Len(t, cfg.RuleFiles, 1)
+	rules, ok := hostFor(prom, cfg.RuleFiles[0])
+	require.True(t, ok, "rule file %s is mounted", cfg.RuleFiles[0])
+	require.Equal(t, "./deploy/prometheus/alerts.yml", rules)
+
+	var targets, workers []string
+	for _, sc := range cfg.ScrapeConfigs {
+		require.Contains(t, []string{"", "/metrics"}, sc.MetricsPath)
+		for _, st := range sc.StaticConfigs {
+			targets = append(targets, st.Targets...)
+		}
+	}
+	for name, svc := range doc.Services {
+		if len(svc.Command) == 1 && svc.Command[0] == "worker" {
+			_, port, err := net.SplitHostPort(svc.Environment["WORKER_HTTP_ADDR"])
+			require.NoError(t, err)
+			workers = append(workers, net.JoinHostPort(name, port))
+		}
+	}
+	require.Len(t, workers, 2)
+	require.ElementsMatch(t, workers, targets, "Prometheus scrapes every worker replica, at its HTTP address")
+
+	// Grafana: the data source is that Prometheus, the dashboard is ours.
+	var ds struct {
+		Datasources []struct {
+			Type, URL string
+		} `yaml:"datasources"`
+	}
+	dsDir, ok := hostFor(graf, "/etc/grafana/provisioning/datasources")
+	require.True(t, ok)
+	readYAML(t, dsDir+"/prometheus.yml", &ds)
+	require.Len(t, ds.Datasources, 1)
+	require.Equal(t, "prometheus", ds.Datasources[0].Type)
+	require.Equal(t, "http://prometheus:9090", ds.Datasources[0].URL)
+	require.Contains(t, prom.Command, "--web.listen-address=0.0.0.0:9090")
+
+	var dash struct {
+		Providers []struct {
+			Options struct {
+				Path string `yaml:"path"`
+			} `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	dashDir, ok := hostFor(graf, "/etc/grafana/provisioning/dashboards")
+	require.True(t, ok)
+	readYAML(t, dashDir+"/provisioner.yml", &dash)
+	require.Len(t, dash.Providers, 1)
+	file, ok := hostFor(graf, dash.Providers[0].Options.Path+"/provisioner.json")
+	require.True(t, ok, "the dashboard is mounted where the provider reads")
+	require.Equal(t, "./deploy/grafana/provisioner.json", file)
+	require.Regexp(t, `^\$\{RIVER_BASIC_AUTH_PASS:\?[^}]+\}$`, graf.Environment["GF_SECURITY_ADMIN_PASSWORD"],
+		"no Grafana password written in the repository either")
 }

@@ -81,7 +81,7 @@ func EnqueueUsage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprint(w, "\nOutput is JSON on stdout. Exit 0 done, 2 bad input (nothing written), 1 anything else.\n")
+	fmt.Fprint(w, "\nOutput is JSON on stdout (console: the console text, stored nowhere). Exit 0 done, 2 bad input (nothing written), 1 anything else.\n")
 }
 
 // common are the settings every subcommand reads.

@@ -25,12 +25,13 @@ func WorkerEnvNames() []string {
 // MigrateEnvNames lists the env vars `worker migrate` reads.
 func MigrateEnvNames() []string { return []string{"DATABASE_URL"} }
 
-// EnqueueEnvNames lists the env vars every `enqueue` subcommand reads.
+// EnqueueEnvNames lists the env vars `enqueue` subcommands read: the
+// common settings, and the CP client's (`enqueue console`).
 func EnqueueEnvNames() []string {
 	var c common
 	set := config.New("enqueue", func(string) string { return "" })
 	commonSettings(set, &c)
-	return sortedNames(entryEnvs(set))
+	return sortedNames(entryEnvs(set), CPEnvNames())
 }
 
 // CPEnvNames lists the variables cp.ConfigFromEnv asks for, recorded by

@@ -44,6 +44,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 		return err
 	}
 	metrics := obs.NewMetrics()
+	zeroSeries(metrics)
 	metrics.ClockSkew.Set(skew.Seconds())
 	c.CP.OnRequest = metrics.ObserveCP
 	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).

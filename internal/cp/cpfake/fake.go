@@ -122,6 +122,7 @@ type Fake struct {
 	rng      *rand.Rand
 	faults   Faults
 	failNext map[string][]scripted
+	consoles map[string]string // workspace id → console output (SetConsole)
 	hook     func(ws string, inst cp.Instance)
 	byID     map[string]*instance
 	byWS     map[string][]*instance
@@ -172,6 +173,17 @@ func (f *Fake) SetFaults(fl Faults) {
 	f.mu.Lock()
 	f.faults = fl
 	f.mu.Unlock()
+}
+
+// SetConsole makes the console route answer output for workspaceID
+// (by default it answers "console for <id>").
+func (f *Fake) SetConsole(workspaceID, output string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.consoles == nil {
+		f.consoles = map[string]string{}
+	}
+	f.consoles[workspaceID] = output
 }
 
 // FailNext makes the next n requests on route ("provision", "terminate",

@@ -337,7 +337,13 @@ func (f *Fake) status(x *exchange) {
 }
 
 func (f *Fake) console(x *exchange) {
-	x.reply(http.StatusOK, map[string]string{"output": "console for " + x.ws})
+	f.mu.Lock()
+	out, ok := f.consoles[x.ws]
+	f.mu.Unlock()
+	if !ok {
+		out = "console for " + x.ws
+	}
+	x.reply(http.StatusOK, map[string]string{"output": out})
 }
 
 func (f *Fake) list(x *exchange) {
