@@ -232,6 +232,12 @@ func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[Provision
 		if cur.InstanceID == inst.InstanceID {
 			return nil // already ours (a twin attempt recorded it)
 		}
+		if stopped, err := store.InstanceStoppedBefore(ctx, tx, a.WorkspaceID, inst.InstanceID, stopEvents); err != nil || stopped {
+			if err != nil {
+				return err
+			}
+			return w.refuseStopped(ctx, tx, t, job, cur, inst)
+		}
 		name := obs.EvProvisionStarted
 		if adopted {
 			name = obs.EvProvisionAdopted
@@ -250,6 +256,31 @@ func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[Provision
 		t.queue(zerolog.InfoLevel, ev)
 		return nil
 	})
+}
+
+// refuseStopped answers a CP that handed this generation an instance the
+// workspace already stopped: after a last attempt's failed record handed
+// instance B to instance_terminate, an operator's Retry sent the same
+// Idempotency-Key, the CP replayed B, and the row was left running on a
+// terminated instance. The instance is handed off again (a no-op while an
+// instance_terminate for it is live) and the generation's row marked
+// failed, so the job completes: retrying would send the same key and get
+// the same answer for ever. A restart begins a new generation and key.
+func (w *ProvisionWorker) refuseStopped(ctx context.Context, tx pgx.Tx, t *timeline, job *river.Job[ProvisionArgs], cur store.Workspace, inst cp.Instance) error {
+	if err := w.handOff(ctx, tx, t, job, cur, inst); err != nil {
+		return err
+	}
+	a := job.Args
+	if cur.Nonce != a.Nonce {
+		return nil
+	}
+	reason := fmt.Sprintf("the CP answered instance %s, which this workspace already stopped (a replayed Idempotency-Key); restart to launch a new one", inst.InstanceID)
+	ok, err := store.MarkFailed(ctx, tx, a.WorkspaceID, a.Generation, store.StatusProvisioning, reason)
+	if err != nil || !ok {
+		return err
+	}
+	return t.add(ctx, tx, zerolog.ErrorLevel, jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionFailed,
+		map[string]any{"error": reason, "generation": a.Generation, "permanent": true, "instance_id": inst.InstanceID}))
 }
 
 // handOff gives an instance the row cannot hold to instance_terminate.

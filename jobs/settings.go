@@ -47,6 +47,11 @@ type Settings struct {
 	// long, and no list answer ever succeeded (see listGuard).
 	ListUnsupportedAnswers int
 	ListUnsupportedSpan    time.Duration
+	// ListUnsupportedReprobe is how often a process that decided so lets
+	// one list call through to the CP anyway; a success undoes the
+	// decision (a CP gateway's 404s at start-up used to switch CP-side
+	// confirmation off until the next restart).
+	ListUnsupportedReprobe time.Duration
 	// RefuseAmbiguousWithoutList marks a retried provision failed instead
 	// of launching again when the CP has no list endpoint to adopt from:
 	// for CPs that also ignore Idempotency-Key, where a retry may leak.
@@ -71,6 +76,7 @@ func DefaultSettings() Settings {
 
 		ListUnsupportedAnswers: 5,
 		ListUnsupportedSpan:    time.Minute,
+		ListUnsupportedReprobe: 5 * time.Minute,
 	}
 }
 
@@ -100,6 +106,7 @@ func (s Settings) Or(fallback Settings) Settings {
 	orDur(&s.TerminateTimeout, fallback.TerminateTimeout)
 	orDur(&s.ListUnsupportedSpan, fallback.ListUnsupportedSpan)
 	orInt(&s.ListUnsupportedAnswers, fallback.ListUnsupportedAnswers)
+	orDur(&s.ListUnsupportedReprobe, fallback.ListUnsupportedReprobe)
 	orInt(&s.TerminateMaxAttempts, fallback.TerminateMaxAttempts)
 	orInt(&s.ProvisionMaxAttempts, fallback.ProvisionMaxAttempts)
 	orInt(&s.MaxSnoozes, fallback.MaxSnoozes)

@@ -145,3 +145,37 @@ func TestSweep_SecondOwnerOfTheOrgIDOpensTheBreaker(t *testing.T) {
 	require.Empty(t, e.JobsOfKind(jobs.KindInstanceTerminate))
 	require.Contains(t, e.Logs.String(), `"evt":"sweep.second_owner_suspected"`)
 }
+
+// An operator cancelled the instance_terminates a forced sweep queued for
+// workspaces this database never had (the other deployment's instances):
+// the next sweep reports them and leaves them cancelled. It used to re-run
+// them, past the second-owner breaker, killing what the operator saved.
+func TestSweep_LeavesCancelledInstanceTerminateOfUnknownWorkspace(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	e.SeedHealthy(20)
+	var foreign []string
+	for range 3 {
+		foreign = append(foreign, e.OldInstance(uuid.NewString()))
+	}
+	sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{Force: true})
+	its := e.JobsOfKind(jobs.KindInstanceTerminate)
+	require.Len(t, its, 3)
+	for _, j := range its { // operator: "wrong, that is the other deployment"
+		_, err := e.Insert.JobCancel(ctx, j.ID)
+		require.NoError(t, err)
+	}
+
+	res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+
+	require.Zero(t, res.Retried, "%+v", res)
+	require.Equal(t, 3, res.DeadTerminatesLeft)
+	require.Equal(t, 3, res.Orphans["instance_terminate_dead_no_row"])
+	for _, j := range its {
+		require.Equal(t, rivertype.JobStateCancelled, jobState(t, e, j.ID).State, "the operator's Cancel stands")
+	}
+	live := liveIDs(e)
+	for _, inst := range foreign {
+		require.True(t, live[inst])
+	}
+}

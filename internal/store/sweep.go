@@ -240,12 +240,13 @@ func interval(d time.Duration) string {
 // DeadInstanceTerminate is a discarded or cancelled instance_terminate
 // whose instance may still run: no row records it, no live
 // instance_terminate names it, and no orphan-terminated line says it is
-// gone.
+// gone. RowExists says whether this database has its workspace's row.
 type DeadInstanceTerminate struct {
 	JobID       int64
 	State       string
 	WorkspaceID string
 	InstanceID  string
+	RowExists   bool
 }
 
 // deadInstanceTerminateSelect reads dead instance_terminate jobs, newest
@@ -265,12 +266,22 @@ const deadInstanceTerminateSelect = `
 			WHERE e.workspace_id = CASE WHEN j.args->>'workspace_id' ~* '^[0-9a-f-]{36}$' THEN (j.args->>'workspace_id')::uuid END
 				AND e.event = $2 AND e.fields->>'instance_id' = j.args->>'instance_id')`
 
+// deadInstanceTerminateRowExists is true when the job's workspace has a
+// row here. Only such jobs are re-run: the worker's own hand-offs always
+// have one, while a forced sweep's jobs for workspaces this database never
+// had may be another deployment's instances, which an operator cancelled
+// on purpose (re-running them undid that Cancel, past the breaker).
+const deadInstanceTerminateRowExists = `EXISTS (SELECT 1 FROM workspaces w
+	WHERE w.id = CASE WHEN j.args->>'workspace_id' ~* '^[0-9a-f-]{36}$' THEN (j.args->>'workspace_id')::uuid END)`
+
 // DeadInstanceTerminates reads one page of them after instance id after
 // ("" for the first page), in instance id order (keyset paging).
 func DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, after string, limit int) ([]DeadInstanceTerminate, error) {
-	rows, err := db.Query(ctx, deadInstanceTerminateSelect+`
+	rows, err := db.Query(ctx, `SELECT d.*, EXISTS (SELECT 1 FROM workspaces w WHERE w.id = d.workspace_id::uuid)
+		FROM (`+deadInstanceTerminateSelect+`
 		AND j.args->>'instance_id' > $3
-		ORDER BY j.args->>'instance_id', j.id DESC LIMIT $4`, kind, terminatedEvent, after, limit)
+		ORDER BY j.args->>'instance_id', j.id DESC LIMIT $4) d(id, state, workspace_id, instance_id)
+		ORDER BY d.instance_id`, kind, terminatedEvent, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: read dead instance terminates: %w", err)
 	}
@@ -278,7 +289,7 @@ func DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, a
 	var out []DeadInstanceTerminate
 	for rows.Next() {
 		var d DeadInstanceTerminate
-		if err := rows.Scan(&d.JobID, &d.State, &d.WorkspaceID, &d.InstanceID); err != nil {
+		if err := rows.Scan(&d.JobID, &d.State, &d.WorkspaceID, &d.InstanceID, &d.RowExists); err != nil {
 			return nil, fmt.Errorf("store: scan dead instance terminate: %w", err)
 		}
 		out = append(out, d)
@@ -290,11 +301,13 @@ func DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, a
 }
 
 // StillDeadInstanceTerminate re-reads job jobID under FOR UPDATE and
-// reports whether it is still a dead instance_terminate to re-run.
+// reports whether it is still a dead instance_terminate to re-run (its
+// workspace's row still exists).
 func StillDeadInstanceTerminate(ctx context.Context, tx pgx.Tx, kind, terminatedEvent string, jobID int64) (bool, error) {
 	var id int64
 	err := tx.QueryRow(ctx, `SELECT r.id FROM (`+deadInstanceTerminateSelect+`
-		AND j.id = $3) d(id, state, workspace_id, instance_id) JOIN river_job r ON r.id = d.id FOR UPDATE OF r`,
+		AND j.id = $3 AND `+deadInstanceTerminateRowExists+`) d(id, state, workspace_id, instance_id)
+		JOIN river_job r ON r.id = d.id FOR UPDATE OF r`,
 		kind, terminatedEvent, jobID).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil

@@ -69,8 +69,17 @@ func (r *run) sweepDeadInstanceTerminates(ctx context.Context) error {
 }
 
 // redriveInstanceTerminate retries one dead instance_terminate (the same
-// job, not a twin), deciding again under its workspace's row lock.
+// job, not a twin), deciding again under its workspace's row lock. One
+// whose workspace has no row here is only reported: the sweep re-ran the
+// instance_terminates an operator had cancelled because a forced sweep
+// queued them for another deployment's instances, undoing the Cancel past
+// the breaker. The worker's own hand-offs always have a row.
 func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstanceTerminate) {
+	if !d.RowExists {
+		r.res.DeadTerminatesLeft++
+		r.found(ClassInstanceTerminateNoRow, d.WorkspaceID, d.InstanceID, map[string]any{"job_id": d.JobID, "job_state": d.State})
+		return
+	}
 	class := ClassInstanceTerminateDiscarded
 	if d.State == "cancelled" {
 		class = ClassInstanceTerminateCancelled

@@ -76,6 +76,9 @@ const (
 	// run: re-run (the same job) like a dead workspace_terminate.
 	ClassInstanceTerminateDiscarded = "instance_terminate_discarded"
 	ClassInstanceTerminateCancelled = "instance_terminate_cancelled"
+	// A dead instance_terminate of a workspace this database has no row
+	// for: reported, never re-run (see Result.DeadTerminatesLeft).
+	ClassInstanceTerminateNoRow = "instance_terminate_dead_no_row"
 )
 
 // SkippedLocked is Result.Skipped when another sweep holds the lock.
@@ -109,6 +112,12 @@ type Result struct {
 	Forced               bool   `json:"forced"`
 	Skipped              string `json:"skipped,omitempty"`
 	DurationMS           int64  `json:"duration_ms"`
+
+	// DeadTerminatesLeft counts discarded or cancelled instance_terminates
+	// of workspaces this database has no row for, left as they are: a
+	// forced sweep queues such jobs, and an operator's Cancel of one (the
+	// instance was another deployment's) must stay cancelled.
+	DeadTerminatesLeft int `json:"dead_terminates_left"`
 }
 
 // Run sweeps once. Unless another sweep holds the lock (then it returns
