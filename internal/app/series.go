@@ -22,7 +22,7 @@ var (
 	seriesClasses  = []string{sweep.ClassUnknownWorkspace, sweep.ClassDuplicate, sweep.ClassUnrecorded,
 		sweep.ClassStaleInstanceOnRow, sweep.ClassStoppingWithoutJob, sweep.ClassStoppingDiscarded,
 		sweep.ClassStoppingCancelled, sweep.ClassStuckProvisioning,
-		sweep.ClassInstanceTerminateDiscarded, sweep.ClassInstanceTerminateCancelled}
+		sweep.ClassInstanceTerminateDiscarded, sweep.ClassInstanceTerminateCancelled, sweep.ClassInstanceTerminateNoRow}
 )
 
 // zeroSeries creates every labelled counter series the worker can emit, at 0.
