@@ -23,13 +23,18 @@ type Client = river.Client[pgx.Tx]
 // workers): for request handlers and the enqueue CLI. settings set the
 // attempt budgets of the jobs it inserts.
 func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
+	settings = settings.withDefaults()
+	if _, err := store.For(settings.Schema); err != nil {
+		return nil, err
+	}
 	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema: settings.Schema,
 		// River sends at most one insert notification per queue per
 		// FetchCooldown of the inserting client; at River's 100 ms a
 		// second request inside that window waited for the worker's
 		// 1 s poll (pickup p99 ~1.5 s at 20 requests/s).
 		FetchCooldown: 5 * time.Millisecond,
-		Hooks:         []rivertype.Hook{&budgetHook{settings: settings.withDefaults()}},
+		Hooks:         []rivertype.Hook{&budgetHook{settings: settings}},
 		Logger:        quietLogger(),
 	})
 	if err != nil {
@@ -73,11 +78,14 @@ type ProvisionRequest struct {
 // transaction is broken (River no longer wraps InsertTx in a savepoint):
 // roll it back.
 func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req ProvisionRequest) (Result, error) {
+	if err := checkClient(client); err != nil {
+		return Result{}, err
+	}
 	if err := req.validate(); err != nil {
 		return Result{}, err
 	}
 	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
-	ws, created, err := store.Create(ctx, tx, w, req.Env)
+	ws, created, err := storeOf(client).Create(ctx, tx, w, req.Env)
 	if err != nil {
 		return Result{}, err
 	}
@@ -85,7 +93,7 @@ func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req Provis
 		return enqueueProvision(ctx, tx, client, ws, req, ActionCreated)
 	}
 	// It exists (or a concurrent request just created it): decide under its lock.
-	if ws, err = store.Lock(ctx, tx, req.WorkspaceID); err != nil {
+	if ws, err = storeOf(client).Lock(ctx, tx, req.WorkspaceID); err != nil {
 		return Result{}, err
 	}
 	switch {
@@ -98,7 +106,7 @@ func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req Provis
 		// The terminate's completion starts the next generation, with
 		// what this request asks for: nothing provisions this row's
 		// current generation any more, so its frozen request may change.
-		if err := updateSpec(ctx, tx, ws, req); err != nil {
+		if err := updateSpec(ctx, tx, client, ws, req); err != nil {
 			return Result{}, err
 		}
 		return afterStop(ctx, tx, client, ws, store.DesiredRunning)
@@ -126,19 +134,19 @@ func specFor(ws store.Workspace, req ProvisionRequest) store.Spec {
 
 // updateSpec stores req's values (and env) for the next generation of a
 // stopping row.
-func updateSpec(ctx context.Context, tx pgx.Tx, ws store.Workspace, req ProvisionRequest) error {
-	if err := store.SetSpec(ctx, tx, ws.ID, specFor(ws, req)); err != nil {
+func updateSpec(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest) error {
+	if err := storeOf(client).SetSpec(ctx, tx, ws.ID, specFor(ws, req)); err != nil {
 		return err
 	}
 	if req.Env == nil {
 		return nil
 	}
-	return store.SetEnv(ctx, tx, ws.ID, req.Env)
+	return storeOf(client).SetEnv(ctx, tx, ws.ID, req.Env)
 }
 
 func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest) (Result, error) {
 	spec := specFor(ws, req)
-	next, err := store.StartGeneration(ctx, tx, ws.ID, ws.Generation, store.NewNonce(), &spec)
+	next, err := storeOf(client).StartGeneration(ctx, tx, ws.ID, ws.Generation, store.NewNonce(), &spec)
 	if err != nil {
 		return Result{}, err
 	}
@@ -147,7 +155,7 @@ func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Wor
 
 func enqueueProvision(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest, action string) (Result, error) {
 	if req.Env != nil && action != ActionCreated { // Create stored it
-		if err := store.SetEnv(ctx, tx, ws.ID, req.Env); err != nil {
+		if err := storeOf(client).SetEnv(ctx, tx, ws.ID, req.Env); err != nil {
 			return Result{}, err
 		}
 	}
@@ -155,7 +163,7 @@ func enqueueProvision(ctx context.Context, tx pgx.Tx, client *Client, ws store.W
 	if err != nil {
 		return Result{}, fmt.Errorf("insert provision job: %w", err)
 	}
-	err = store.AppendEvent(ctx, tx, store.Event{
+	err = storeOf(client).AppendEvent(ctx, tx, store.Event{
 		WorkspaceID: ws.ID, Event: obs.EvProvisionRequested, Actor: actorOr(req.Actor),
 		JobID: res.Job.ID, Fields: map[string]any{"generation": ws.Generation, "action": action},
 	})
@@ -185,7 +193,7 @@ func RequestTerminate(ctx context.Context, tx pgx.Tx, client *Client, req Termin
 	if err != nil {
 		return res, err
 	}
-	return res, store.DeleteEnv(ctx, tx, req.WorkspaceID)
+	return res, storeOf(client).DeleteEnv(ctx, tx, req.WorkspaceID)
 }
 
 // RequestRestart is a terminate whose completion starts the next
@@ -195,13 +203,16 @@ func RequestRestart(ctx context.Context, tx pgx.Tx, client *Client, workspaceID,
 }
 
 func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, actor string) (Result, error) {
+	if err := checkClient(client); err != nil {
+		return Result{}, err
+	}
 	if err := validateWorkspaceID(id); err != nil {
 		return Result{}, err
 	}
 	if err := validateActor(actor); err != nil {
 		return Result{}, err
 	}
-	ws, err := store.Lock(ctx, tx, id)
+	ws, err := storeOf(client).Lock(ctx, tx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return Result{}, fmt.Errorf("%w %s", ErrUnknownWorkspace, id)
 	}
@@ -223,10 +234,10 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 		return RequestProvision(ctx, tx, client, ProvisionRequest{WorkspaceID: id, Actor: actor})
 	}
 	if ws.Status == store.StatusFailed {
-		if err := store.MarkStoppedNoInstance(ctx, tx, id, desired); err != nil {
+		if err := storeOf(client).MarkStoppedNoInstance(ctx, tx, id, desired); err != nil {
 			return Result{}, err
 		}
-		ws, err = store.Lock(ctx, tx, id)
+		ws, err = storeOf(client).Lock(ctx, tx, id)
 		return Result{Action: ActionStopped, Workspace: ws}, err
 	}
 	return Result{Action: ActionNoop, Workspace: ws}, nil
@@ -241,7 +252,7 @@ func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspac
 	// Locked, so no worker can fetch one between this read and its
 	// cancel (River fetches with SKIP LOCKED): a provision cancelled just
 	// after it started would have its CP call cut off mid-flight.
-	live, err := store.LockLiveJobs(ctx, tx, KindProvision, ws.ID)
+	live, err := storeOf(client).LockLiveJobs(ctx, tx, KindProvision, ws.ID)
 	if err != nil {
 		return Result{}, err
 	}
@@ -252,27 +263,27 @@ func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspac
 			}
 		}
 	}
-	if err := store.MarkStopping(ctx, tx, ws.ID, desired); err != nil {
+	if err := storeOf(client).MarkStopping(ctx, tx, ws.ID, desired); err != nil {
 		return Result{}, err
 	}
 	res, err := client.InsertTx(ctx, tx, TerminateArgs{WorkspaceID: ws.ID}, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("insert terminate job: %w", err)
 	}
-	err = store.AppendEvent(ctx, tx, store.Event{
+	err = storeOf(client).AppendEvent(ctx, tx, store.Event{
 		WorkspaceID: ws.ID, Event: obs.EvTerminateRequested, Actor: actorOr(actor), JobID: res.Job.ID,
 		Fields: map[string]any{"desired": desired, "from": ws.Status, "instance_id": ws.InstanceID},
 	})
 	if err != nil {
 		return Result{}, err
 	}
-	ws, err = store.Lock(ctx, tx, ws.ID)
+	ws, err = storeOf(client).Lock(ctx, tx, ws.ID)
 	return Result{Action: ActionStopping, Workspace: ws, Job: res.Job}, err
 }
 
 // afterStop records what should happen once the stop under way finishes.
 func afterStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired string) (Result, error) {
-	if err := store.SetDesired(ctx, tx, ws.ID, desired); err != nil {
+	if err := storeOf(client).SetDesired(ctx, tx, ws.ID, desired); err != nil {
 		return Result{}, err
 	}
 	ws.Desired = desired
@@ -282,7 +293,7 @@ func afterStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspac
 
 // liveJob returns the newest live job of kind for the workspace, or nil.
 func liveJob(ctx context.Context, tx pgx.Tx, client *Client, kind, id string) (*rivertype.JobRow, error) {
-	live, err := store.LiveJobs(ctx, tx, kind, id)
+	live, err := storeOf(client).LiveJobs(ctx, tx, kind, id)
 	if err != nil || len(live) == 0 {
 		return nil, err
 	}
@@ -299,3 +310,25 @@ func actorOr(actor string) string {
 	}
 	return actor
 }
+
+// ErrClientSchema is returned when the River client names no schema, or
+// one that is not a plain identifier: River would then follow the
+// session's search_path while the rows go to the named schema, and a
+// job and its row would part.
+var ErrClientSchema = errors.New("jobs: the River client must set Config.Schema to the worker's schema (see NewInsertClient)")
+
+// checkClient validates the River client's schema once per request, so the
+// helpers below may use storeOf.
+func checkClient(client *Client) error {
+	if client == nil || client.Schema() == "" {
+		return ErrClientSchema
+	}
+	if _, err := store.For(client.Schema()); err != nil {
+		return fmt.Errorf("%w: %w", ErrClientSchema, err)
+	}
+	return nil
+}
+
+// storeOf is the Store of the schema the River client inserts into: one
+// setting decides where both the job and the row go.
+func storeOf(client *Client) *store.Store { return store.MustFor(client.Schema()) }
