@@ -55,7 +55,7 @@ func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64
 
 // LockForRecord locks a row (as Lock) and reports in the same round trip
 // whether a live instance_terminate has condemned instanceID.
-func (st *Store) LockForRecord(ctx context.Context, tx pgx.Tx, id, instanceID string) (Workspace, bool, error) {
+func (st *Store) LockForRecord(ctx context.Context, tx DB, id, instanceID string) (Workspace, bool, error) {
 	var ws Workspace
 	var condemned bool
 	err := st.on(tx).QueryRow(ctx, `
@@ -77,19 +77,19 @@ func (st *Store) LockForRecord(ctx context.Context, tx pgx.Tx, id, instanceID st
 
 // RecordInstanceWithEvent is RecordInstance plus ev, appended only when
 // the row was updated, in one statement.
-func (st *Store) RecordInstanceWithEvent(ctx context.Context, tx pgx.Tx, id string, gen int64, instanceID string, ev Event) (bool, error) {
+func (st *Store) RecordInstanceWithEvent(ctx context.Context, tx DB, id string, gen int64, instanceID string, ev Event) (bool, error) {
 	return st.updateWithEvent(ctx, tx, recordInstanceSQL, []any{id, gen, instanceID}, ev)
 }
 
 // MarkStoppedWithEvent finishes a stop (markStoppedSQL) and appends ev,
 // in one statement.
-func (st *Store) MarkStoppedWithEvent(ctx context.Context, tx pgx.Tx, id, instanceID string, ev Event) (bool, error) {
+func (st *Store) MarkStoppedWithEvent(ctx context.Context, tx DB, id, instanceID string, ev Event) (bool, error) {
 	return st.updateWithEvent(ctx, tx, markStoppedSQL, []any{id, instanceID}, ev)
 }
 
 // updateWithEvent runs update (which must RETURNING id and use $1..$n for
 // args) and appends ev for the updated row, reporting whether one was.
-func (st *Store) updateWithEvent(ctx context.Context, tx pgx.Tx, update string, args []any, ev Event) (bool, error) {
+func (st *Store) updateWithEvent(ctx context.Context, tx DB, update string, args []any, ev Event) (bool, error) {
 	fields, err := encodeFields(ev.Fields)
 	if err != nil {
 		return false, err
@@ -107,15 +107,17 @@ func (st *Store) updateWithEvent(ctx context.Context, tx pgx.Tx, update string, 
 	return tag.RowsAffected() == 1, nil
 }
 
-func encodeFields(fields map[string]any) ([]byte, error) {
+// encodeFields encodes an event's fields as JSON text, a parameter every
+// driver (pgx, lib/pq, pgx's stdlib) hands to a jsonb column the same way.
+func encodeFields(fields map[string]any) (string, error) {
 	if fields == nil {
 		fields = map[string]any{}
 	}
 	b, err := json.Marshal(fields)
 	if err != nil {
-		return nil, fmt.Errorf("store: encode event fields: %w", err)
+		return "", fmt.Errorf("store: encode event fields: %w", err)
 	}
-	return b, nil
+	return string(b), nil
 }
 
 func jobRef(ev Event) (*int64, *int) {

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // JobRef is the part of a River job row the state machine decides on.
@@ -35,7 +33,7 @@ func (st *Store) LiveJobs(ctx context.Context, db DB, kind, workspaceID string) 
 
 // LockLiveJobs is LiveJobs under FOR UPDATE: River fetches with SKIP
 // LOCKED, so until the caller's transaction ends no worker starts them.
-func (st *Store) LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]JobRef, error) {
+func (st *Store) LockLiveJobs(ctx context.Context, tx DB, kind, workspaceID string) ([]JobRef, error) {
 	return st.queryJobs(ctx, tx, `
 		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)

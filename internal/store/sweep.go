@@ -132,7 +132,7 @@ func (st *Store) SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadl
 // LockSuspect re-reads one row and its job facts under FOR UPDATE, the
 // lock every transition takes, so the sweep decides again on what is
 // committed now rather than on its page read.
-func (st *Store) LockSuspect(ctx context.Context, tx pgx.Tx, kinds SweepKinds, deadline time.Duration, id string) (SuspectRow, error) {
+func (st *Store) LockSuspect(ctx context.Context, tx DB, kinds SweepKinds, deadline time.Duration, id string) (SuspectRow, error) {
 	row := st.on(tx).QueryRow(ctx, suspectSelect+` WHERE w.id = $4::uuid FOR UPDATE OF w`,
 		interval(deadline), kinds.Provision, kinds.Terminate, id)
 	s, err := scanSuspect(row)
@@ -287,7 +287,7 @@ func (st *Store) DeadInstanceTerminates(ctx context.Context, db DB, kind, termin
 
 // StillDeadInstanceTerminate re-reads job jobID under FOR UPDATE and
 // reports whether it is still a dead instance_terminate to re-run.
-func (st *Store) StillDeadInstanceTerminate(ctx context.Context, tx pgx.Tx, kind, terminatedEvent string, jobID int64) (bool, error) {
+func (st *Store) StillDeadInstanceTerminate(ctx context.Context, tx DB, kind, terminatedEvent string, jobID int64) (bool, error) {
 	var id int64
 	err := st.on(tx).QueryRow(ctx, `SELECT r.id FROM (`+deadInstanceTerminateSelect+`
 		AND j.id = $3) d(id, state, workspace_id, instance_id) JOIN {schema}.river_job r ON r.id = d.id FOR UPDATE OF r`,

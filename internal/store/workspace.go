@@ -86,7 +86,7 @@ func (st *Store) Get(ctx context.Context, db DB, id string) (Workspace, error) {
 // Lock reads a workspace under FOR UPDATE. Every transition takes this
 // lock first, so recording an instance, adopting one and condemning one as
 // an orphan are serialised per workspace.
-func (st *Store) Lock(ctx context.Context, tx pgx.Tx, id string) (Workspace, error) {
+func (st *Store) Lock(ctx context.Context, tx DB, id string) (Workspace, error) {
 	return scanWorkspace(st.on(tx).QueryRow(ctx, `SELECT `+workspaceColumns+` FROM {schema}.workspaces WHERE id = $1 FOR UPDATE`, id))
 }
 
@@ -102,7 +102,7 @@ func NewNonce() string {
 // Create inserts a new row at generation 1 in status provisioning, with
 // its env, in one statement (a handler's transaction pays one round trip
 // for both). It reports false, and no row, when the row already exists.
-func (st *Store) Create(ctx context.Context, tx pgx.Tx, w Workspace, env map[string]string) (Workspace, bool, error) {
+func (st *Store) Create(ctx context.Context, tx DB, w Workspace, env map[string]string) (Workspace, bool, error) {
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -120,7 +120,7 @@ func (st *Store) Create(ctx context.Context, tx pgx.Tx, w Workspace, env map[str
 			INSERT INTO {schema}.workspace_env (workspace_id, env) SELECT id::uuid, $6 FROM ws
 		)
 		SELECT * FROM ws`,
-		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL, b))
+		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL, string(b)))
 	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, false, nil
 	}
@@ -141,7 +141,7 @@ type Spec struct {
 // failed (without an instance) or stopping (a restart's terminate
 // completing), and moves it to provisioning with a fresh nonce and no
 // instance. spec, when non-nil, replaces the frozen request.
-func (st *Store) StartGeneration(ctx context.Context, tx pgx.Tx, id string, fromGen int64, nonce string, spec *Spec) (Workspace, error) {
+func (st *Store) StartGeneration(ctx context.Context, tx DB, id string, fromGen int64, nonce string, spec *Spec) (Workspace, error) {
 	var runtime, platformURL *string
 	var tier *int
 	if spec != nil {
@@ -160,7 +160,7 @@ func (st *Store) StartGeneration(ctx context.Context, tx pgx.Tx, id string, from
 }
 
 // SetSpec replaces the frozen request a row's next generation will use.
-func (st *Store) SetSpec(ctx context.Context, tx pgx.Tx, id string, spec Spec) error {
+func (st *Store) SetSpec(ctx context.Context, tx DB, id string, spec Spec) error {
 	_, err := st.on(tx).Exec(ctx, `UPDATE {schema}.workspaces SET runtime = $2, tier = $3, platform_url = $4, updated_at = now() WHERE id = $1`,
 		id, spec.Runtime, spec.Tier, spec.PlatformURL)
 	if err != nil {
@@ -171,7 +171,7 @@ func (st *Store) SetSpec(ctx context.Context, tx pgx.Tx, id string, spec Spec) e
 
 // SetEnv stores the env map beside the row. It is read by the worker at
 // call time and never copied into job args, events or logs.
-func (st *Store) SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) error {
+func (st *Store) SetEnv(ctx context.Context, tx DB, id string, env map[string]string) error {
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -181,7 +181,7 @@ func (st *Store) SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[strin
 	}
 	_, err = st.on(tx).Exec(ctx, `
 		INSERT INTO {schema}.workspace_env (workspace_id, env) VALUES ($1, $2)
-		ON CONFLICT (workspace_id) DO UPDATE SET env = excluded.env`, id, b)
+		ON CONFLICT (workspace_id) DO UPDATE SET env = excluded.env`, id, string(b))
 	if err != nil {
 		return fmt.Errorf("store: set env: %w", err)
 	}
@@ -191,7 +191,7 @@ func (st *Store) SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[strin
 // DeleteEnv drops the env map of a workspace. A deleted workspace's
 // secrets were kept in workspace_env (and so in every later backup) for
 // as long as its row lived.
-func (st *Store) DeleteEnv(ctx context.Context, tx pgx.Tx, id string) error {
+func (st *Store) DeleteEnv(ctx context.Context, tx DB, id string) error {
 	if _, err := st.on(tx).Exec(ctx, `DELETE FROM {schema}.workspace_env WHERE workspace_id = $1`, id); err != nil {
 		return fmt.Errorf("store: delete env: %w", err)
 	}
@@ -226,7 +226,7 @@ const recordInstanceSQL = `
 		RETURNING id`
 
 // RecordInstance runs recordInstanceSQL, reporting whether it matched.
-func (st *Store) RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen int64, instanceID string) (bool, error) {
+func (st *Store) RecordInstance(ctx context.Context, tx DB, id string, gen int64, instanceID string) (bool, error) {
 	tag, err := st.on(tx).Exec(ctx, recordInstanceSQL, id, gen, instanceID)
 	if err != nil {
 		return false, fmt.Errorf("store: record instance: %w", err)
@@ -236,7 +236,7 @@ func (st *Store) RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen i
 
 // MarkFailed moves a row of generation gen from status from to failed,
 // keeping any recorded instance id so a later terminate can still find it.
-func (st *Store) MarkFailed(ctx context.Context, tx pgx.Tx, id string, gen int64, from, reason string) (bool, error) {
+func (st *Store) MarkFailed(ctx context.Context, tx DB, id string, gen int64, from, reason string) (bool, error) {
 	tag, err := st.on(tx).Exec(ctx, `
 		UPDATE {schema}.workspaces SET status = 'failed', last_error = $4, updated_at = now(), status_changed_at = now()
 		WHERE id = $1 AND generation = $2 AND status = $3`,
@@ -248,7 +248,7 @@ func (st *Store) MarkFailed(ctx context.Context, tx pgx.Tx, id string, gen int64
 }
 
 // MarkStopping moves a row to stopping with the given desired state.
-func (st *Store) MarkStopping(ctx context.Context, tx pgx.Tx, id, desired string) error {
+func (st *Store) MarkStopping(ctx context.Context, tx DB, id, desired string) error {
 	_, err := st.on(tx).Exec(ctx, `
 		UPDATE {schema}.workspaces SET status = 'stopping', desired_state = $2, updated_at = now(),
 			status_changed_at = CASE WHEN status = 'stopping' THEN status_changed_at ELSE now() END
@@ -261,7 +261,7 @@ func (st *Store) MarkStopping(ctx context.Context, tx pgx.Tx, id, desired string
 
 // SetDesired records what the latest request asked for without changing
 // the status (a stop arriving while one is already under way).
-func (st *Store) SetDesired(ctx context.Context, tx pgx.Tx, id, desired string) error {
+func (st *Store) SetDesired(ctx context.Context, tx DB, id, desired string) error {
 	if _, err := st.on(tx).Exec(ctx, `UPDATE {schema}.workspaces SET desired_state = $2, updated_at = now() WHERE id = $1`, id, desired); err != nil {
 		return fmt.Errorf("store: set desired: %w", err)
 	}
@@ -282,7 +282,7 @@ const markStoppedSQL = `
 
 // MarkStoppedNoInstance stops a failed row that never got an instance:
 // nothing runs, so no CP call is needed.
-func (st *Store) MarkStoppedNoInstance(ctx context.Context, tx pgx.Tx, id, desired string) error {
+func (st *Store) MarkStoppedNoInstance(ctx context.Context, tx DB, id, desired string) error {
 	_, err := st.on(tx).Exec(ctx, `
 		UPDATE {schema}.workspaces SET desired_state = $2,
 			status = CASE WHEN $2 = 'deleted' THEN 'removed' ELSE 'stopped' END,
@@ -297,7 +297,7 @@ func (st *Store) MarkStoppedNoInstance(ctx context.Context, tx pgx.Tx, id, desir
 // ClearInstanceForStop drops the recorded id of a stopping row once the
 // CP confirmed it gone, keeping the row in stopping (used before starting
 // the next generation of a restart).
-func (st *Store) ClearInstanceForStop(ctx context.Context, tx pgx.Tx, id, instanceID string) (bool, error) {
+func (st *Store) ClearInstanceForStop(ctx context.Context, tx DB, id, instanceID string) (bool, error) {
 	tag, err := st.on(tx).Exec(ctx, `
 		UPDATE {schema}.workspaces SET instance_id = NULL, updated_at = now()
 		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2`, id, instanceID)
