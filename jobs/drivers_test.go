@@ -165,3 +165,31 @@ func TestDrivers_CommitGivesJobsTheWorkerCompletes(t *testing.T) {
 		})
 	}
 }
+
+func TestDrivers_GetWorkspaceReadsTheViewOnEachDriver(t *testing.T) {
+	env, url := hostEnv(t)
+	id := uuid.NewString()
+	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
+	want := env.WaitStatus(id, store.StatusRunning)
+	dbs := map[string]jobs.DB{"pgx": jobs.PgxDB(env.Pool)}
+	for _, driver := range []string{"postgres", "pgx"} {
+		db, err := sql.Open(driver, url)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		dbs["sql/"+driver] = jobs.SQLDB(db)
+	}
+	for name, db := range dbs {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ws, err := jobs.GetWorkspace(ctx, db, "", id)
+			require.NoError(t, err)
+			require.Equal(t, jobs.StatusRunning, ws.Status)
+			require.Equal(t, jobs.DesiredRunning, ws.Desired)
+			require.Equal(t, want.InstanceID, ws.InstanceID)
+			require.Equal(t, want.Generation, ws.Generation)
+			require.True(t, ws.StatusChangedAt.Equal(want.StatusChangedAt))
+			_, err = jobs.GetWorkspace(ctx, db, "", uuid.NewString())
+			require.ErrorIs(t, err, jobs.ErrUnknownWorkspace)
+		})
+	}
+}

@@ -57,7 +57,7 @@ const (
 // Result says what a request did.
 type Result struct {
 	Action    string            `json:"action"`
-	Workspace store.Workspace   `json:"-"`
+	Workspace Workspace         `json:"-"`
 	Job       *rivertype.JobRow `json:"-"` // the job inserted, or the live one that already carries it; nil if none
 }
 
@@ -105,9 +105,9 @@ func requestProvision[TTx any](ctx context.Context, t *txn[TTx], req ProvisionRe
 	switch {
 	case ws.Status == store.StatusProvisioning:
 		job, err := liveJob(ctx, t, KindProvision, ws.ID)
-		return Result{Action: ActionNoop, Workspace: ws, Job: job}, err
+		return Result{Action: ActionNoop, Workspace: viewOf(ws), Job: job}, err
 	case ws.Status == store.StatusRunning:
-		return Result{Action: ActionNoop, Workspace: ws}, nil
+		return Result{Action: ActionNoop, Workspace: viewOf(ws)}, nil
 	case ws.Status == store.StatusStopping:
 		// The terminate's completion starts the next generation, with
 		// what this request asks for: nothing provisions this row's
@@ -173,7 +173,7 @@ func enqueueProvision[TTx any](ctx context.Context, t *txn[TTx], ws store.Worksp
 		WorkspaceID: ws.ID, Event: obs.EvProvisionRequested, Actor: actorOr(req.Actor),
 		JobID: res.Job.ID, Fields: map[string]any{"generation": ws.Generation, "action": action},
 	})
-	return Result{Action: action, Workspace: ws, Job: res.Job}, err
+	return Result{Action: action, Workspace: viewOf(ws), Job: res.Job}, err
 }
 
 // TerminateRequest asks for a workspace to stop (or, with Delete, to be
@@ -249,9 +249,9 @@ func requestStop[TTx any](ctx context.Context, t *txn[TTx], id, desired, actor s
 			return Result{}, err
 		}
 		ws, err = t.st.Lock(ctx, t.db, id)
-		return Result{Action: ActionStopped, Workspace: ws}, err
+		return Result{Action: ActionStopped, Workspace: viewOf(ws)}, err
 	}
-	return Result{Action: ActionNoop, Workspace: ws}, nil
+	return Result{Action: ActionNoop, Workspace: viewOf(ws)}, nil
 }
 
 // beginStop moves the row to stopping and inserts its terminate job.
@@ -289,7 +289,7 @@ func beginStop[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, de
 		return Result{}, err
 	}
 	ws, err = t.st.Lock(ctx, t.db, ws.ID)
-	return Result{Action: ActionStopping, Workspace: ws, Job: res.Job}, err
+	return Result{Action: ActionStopping, Workspace: viewOf(ws), Job: res.Job}, err
 }
 
 // afterStop records what should happen once the stop under way finishes.
@@ -299,7 +299,7 @@ func afterStop[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, de
 	}
 	ws.Desired = desired
 	job, err := liveJob(ctx, t, KindTerminate, ws.ID)
-	return Result{Action: ActionAfterStop, Workspace: ws, Job: job}, err
+	return Result{Action: ActionAfterStop, Workspace: viewOf(ws), Job: job}, err
 }
 
 // liveJob returns the newest live job of kind for the workspace, or nil.

@@ -154,8 +154,8 @@ type resultJSON struct {
 }
 
 func printResult(w io.Writer, res jobs.Result) error {
-	out := resultJSON{Action: res.Action, WorkspaceID: res.Workspace.ID, Status: res.Workspace.Status,
-		Desired: res.Workspace.Desired, Generation: res.Workspace.Generation, InstanceID: res.Workspace.InstanceID}
+	out := resultJSON{Action: res.Action, WorkspaceID: res.Workspace.ID, Status: string(res.Workspace.Status),
+		Desired: string(res.Workspace.Desired), Generation: res.Workspace.Generation, InstanceID: res.Workspace.InstanceID}
 	if res.Job != nil {
 		out.JobID, out.JobKind, out.JobState = res.Job.ID, res.Job.Kind, string(res.Job.State)
 	}
