@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"github.com/molecule-ai/provision-worker/internal/store"
+
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,6 +62,9 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, err
 	deps.Settings = deps.Settings.withDefaults()
 	deps.Pool = pool
 	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
+	if _, err := store.For(deps.Settings.Schema); err != nil {
+		return nil, err
+	}
 	opts = opts.withDefaults(deps.Settings)
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &ProvisionWorker{policy[ProvisionArgs]{deps: deps}})
@@ -71,6 +76,7 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, err
 	}
 	cfg := &river.Config{
 		ID:                opts.ID,
+		Schema:            deps.Settings.Schema,
 		Queues:            queues,
 		Workers:           workers,
 		Hooks:             []rivertype.Hook{&budgetHook{settings: deps.Settings}},

@@ -72,6 +72,7 @@ const actorWorker = "worker"
 // workspace_events inside it, and logged only after it commits, so
 // neither the table nor the log shows a change that rolled back.
 type timeline struct {
+	st    *store.Store
 	lines []timelineLine
 }
 
@@ -83,7 +84,7 @@ type timelineLine struct {
 // add writes ev in tx and queues its log line.
 func (t *timeline) add(ctx context.Context, tx store.DB, level zerolog.Level, ev store.Event) error {
 	ev = withActor(ev)
-	if err := store.AppendEvent(ctx, tx, ev); err != nil {
+	if err := t.st.AppendEvent(ctx, tx, ev); err != nil {
 		return err
 	}
 	t.queue(level, ev)
@@ -132,7 +133,7 @@ func jobEvent(job *rivertype.JobRow, workspaceID, name string, fields map[string
 // note writes one event outside any state change (e.g. provision.start)
 // and logs it.
 func (d *Deps) note(ctx context.Context, level zerolog.Level, ev store.Event) error {
-	var t timeline
+	t := timeline{st: d.st()}
 	if err := t.add(ctx, d.Pool, level, ev); err != nil {
 		return err
 	}
@@ -144,7 +145,7 @@ func (d *Deps) note(ctx context.Context, level zerolog.Level, ev store.Event) er
 // all back unless River really moved the job to completed (invariant 3).
 // No CP call may happen inside change (invariant 7).
 func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], change func(pgx.Tx, *timeline) error) error {
-	var t timeline
+	t := timeline{st: d.st()}
 	err := pgx.BeginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
 		if err := change(tx, &t); err != nil {
 			return err
@@ -212,3 +213,8 @@ func (d *Deps) cpRetry(job *rivertype.JobRow, err error) error {
 	}
 	return err
 }
+
+// st is the Store of d.Settings.Schema. NewWorkerClient and RunSweep
+// refuse an invalid schema before any job runs, so the panic in MustFor is
+// only reachable by a Deps built and used without either.
+func (d *Deps) st() *store.Store { return store.MustFor(d.Settings.Schema) }

@@ -292,7 +292,7 @@ func TestHostileCP_TerminateNeverReadsFailureAsSuccessAndLeaksNoSecret(t *testin
 
 func eventNamesHC(t *testing.T, e *jobtest.Env, id string) []string {
 	t.Helper()
-	evs, err := store.Events(context.Background(), e.Pool, id)
+	evs, err := store.MustFor("").Events(context.Background(), e.Pool, id)
 	require.NoError(t, err)
 	names := make([]string, 0, len(evs))
 	for _, ev := range evs {

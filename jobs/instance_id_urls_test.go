@@ -66,7 +66,7 @@ func rule9World(t *testing.T, h *rule9CP) (*jobs.Client, *jobtest.SafeBuffer, fu
 	require.NoError(t, worker.Start(ctx))
 	t.Cleanup(func() { _ = worker.StopAndCancel(context.Background()) })
 	get := func(id string) store.Workspace {
-		ws, err := store.Get(ctx, pool, id)
+		ws, err := store.MustFor("").Get(ctx, pool, id)
 		require.NoError(t, err)
 		return ws
 	}

@@ -56,7 +56,7 @@ func (w *InstanceTerminateWorker) Work(ctx context.Context, job *river.Job[Insta
 func (w *InstanceTerminateWorker) recorded(ctx context.Context, a InstanceTerminateArgs) (bool, error) {
 	var owned bool
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
-		ws, err := store.Lock(ctx, tx, a.WorkspaceID)
+		ws, err := w.deps.st().Lock(ctx, tx, a.WorkspaceID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}

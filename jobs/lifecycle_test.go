@@ -28,7 +28,7 @@ func requestsOf(f *cpfake.Server, route string) []cpfake.Request {
 
 func eventNames(t *testing.T, e *jobtest.Env, id string) []string {
 	t.Helper()
-	evs, err := store.Events(context.Background(), e.Pool, id)
+	evs, err := store.MustFor("").Events(context.Background(), e.Pool, id)
 	require.NoError(t, err)
 	var names []string
 	for _, ev := range evs {

@@ -77,7 +77,11 @@ func RunSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, 
 }
 
 func runSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, args OrphanSweepArgs) (SweepResult, error) {
-	d := sweep.Deps{Pool: deps.Pool, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics,
+	st, err := store.For(deps.Settings.Schema)
+	if err != nil {
+		return SweepResult{}, err
+	}
+	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics,
 		Kinds: store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate, InstanceTerminate: KindInstanceTerminate}}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}

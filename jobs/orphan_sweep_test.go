@@ -353,7 +353,7 @@ func TestSweep_SkipsWhileAnotherSweepRuns(t *testing.T) {
 	conn, err := e.Pool.Acquire(context.Background())
 	require.NoError(t, err)
 	defer conn.Release()
-	ok, err := store.TryLockSweep(context.Background(), conn)
+	ok, err := store.MustFor("").TryLockSweep(context.Background(), conn)
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -362,7 +362,7 @@ func TestSweep_SkipsWhileAnotherSweepRuns(t *testing.T) {
 	require.Equal(t, "another sweep running", res.Skipped)
 	require.Empty(t, res.Orphans)
 	require.Empty(t, e.JobsOfKind(jobs.KindInstanceTerminate))
-	require.NoError(t, store.UnlockSweep(context.Background(), conn))
+	require.NoError(t, store.MustFor("").UnlockSweep(context.Background(), conn))
 }
 
 func TestOrphanSweepWorker_RunsOnStartAndOnRequestWithOutput(t *testing.T) {

@@ -32,7 +32,7 @@ func TestRequestProvision_RollbackLeavesNeitherRowNorJob(t *testing.T) {
 	})
 	require.ErrorIs(t, err, errHandler)
 
-	_, err = store.Get(ctx, e.Pool, id)
+	_, err = store.MustFor("").Get(ctx, e.Pool, id)
 	require.ErrorIs(t, err, store.ErrNotFound)
 	rivertest.RequireNotInserted(ctx, t, riverpgxv5.New(e.Pool), &jobs.ProvisionArgs{}, nil)
 }

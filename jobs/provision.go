@@ -33,7 +33,7 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
 	a := job.Args
 	start := withActor(jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionStart, map[string]any{"generation": a.Generation}))
-	ws, env, pending, err := store.StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start)
+	ws, env, pending, err := w.deps.st().StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !pending) {
 		w.skip(job, ws)
 		return nil
@@ -102,7 +102,7 @@ var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list
 // the sweep then killed the instance this generation had launched as a
 // "duplicate", leaving the row running on a terminated instance.
 func (w *ProvisionWorker) adoptable(ctx context.Context, ws store.Workspace) (cp.Instance, bool, error) {
-	stopped, err := store.StoppedInstances(ctx, w.deps.Pool, ws.ID, stopEvents)
+	stopped, err := w.deps.st().StoppedInstances(ctx, w.deps.Pool, ws.ID, stopEvents)
 	if err != nil {
 		return cp.Instance{}, false, err
 	}
@@ -113,7 +113,7 @@ func (w *ProvisionWorker) adoptable(ctx context.Context, ws store.Workspace) (cp
 				Str("reason", reason).Int64("generation", ws.Generation).Msg("listed instance not adopted")
 			return false, nil
 		}
-		condemned, err := store.LiveInstanceTerminates(ctx, w.deps.Pool, inst.InstanceID)
+		condemned, err := w.deps.st().LiveInstanceTerminates(ctx, w.deps.Pool, inst.InstanceID)
 		if err != nil || len(condemned) > 0 {
 			return false, err
 		}
@@ -205,9 +205,9 @@ func (w *ProvisionWorker) orphanIfUnrecorded(ctx context.Context, job *river.Job
 }
 
 func (w *ProvisionWorker) orphanTx(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance) error {
-	var t timeline
+	t := timeline{st: w.deps.st()}
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
-		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)
+		cur, err := w.deps.st().Lock(ctx, tx, job.Args.WorkspaceID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
@@ -225,14 +225,14 @@ func (w *ProvisionWorker) orphanTx(ctx context.Context, job *river.Job[Provision
 func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
 	a := job.Args
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
-		cur, condemned, err := store.LockForRecord(ctx, tx, a.WorkspaceID, inst.InstanceID)
+		cur, condemned, err := w.deps.st().LockForRecord(ctx, tx, a.WorkspaceID, inst.InstanceID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		if cur.InstanceID == inst.InstanceID {
 			return nil // already ours (a twin attempt recorded it)
 		}
-		if stopped, err := store.InstanceStoppedBefore(ctx, tx, a.WorkspaceID, inst.InstanceID, stopEvents); err != nil || stopped {
+		if stopped, err := w.deps.st().InstanceStoppedBefore(ctx, tx, a.WorkspaceID, inst.InstanceID, stopEvents); err != nil || stopped {
 			if err != nil {
 				return err
 			}
@@ -246,7 +246,7 @@ func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[Provision
 			"instance_id": inst.InstanceID, "state": inst.State, "generation": a.Generation}))
 		recorded := false
 		if !condemned && cur.Nonce == a.Nonce {
-			if recorded, err = store.RecordInstanceWithEvent(ctx, tx, a.WorkspaceID, a.Generation, inst.InstanceID, ev); err != nil {
+			if recorded, err = w.deps.st().RecordInstanceWithEvent(ctx, tx, a.WorkspaceID, a.Generation, inst.InstanceID, ev); err != nil {
 				return err
 			}
 		}
@@ -275,7 +275,7 @@ func (w *ProvisionWorker) refuseStopped(ctx context.Context, tx pgx.Tx, t *timel
 		return nil
 	}
 	reason := fmt.Sprintf("the CP answered instance %s, which this workspace already stopped (a replayed Idempotency-Key); restart to launch a new one", inst.InstanceID)
-	ok, err := store.MarkFailed(ctx, tx, a.WorkspaceID, a.Generation, store.StatusProvisioning, reason)
+	ok, err := w.deps.st().MarkFailed(ctx, tx, a.WorkspaceID, a.Generation, store.StatusProvisioning, reason)
 	if err != nil || !ok {
 		return err
 	}
@@ -307,9 +307,9 @@ func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[ProvisionAr
 			WorkspaceID: ws.ID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
 		return w.deps.cpRetry(job.JobRow, cause)
 	}
-	var t timeline
+	t := timeline{st: w.deps.st()}
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
-		ok, err := store.MarkFailed(ctx, tx, ws.ID, ws.Generation, store.StatusProvisioning, cause.Error())
+		ok, err := w.deps.st().MarkFailed(ctx, tx, ws.ID, ws.Generation, store.StatusProvisioning, cause.Error())
 		if err != nil || !ok {
 			return err
 		}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -23,13 +24,18 @@ type Client = river.Client[pgx.Tx]
 // workers): for request handlers and the enqueue CLI. settings set the
 // attempt budgets of the jobs it inserts.
 func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
+	settings = settings.withDefaults()
+	if _, err := store.For(settings.Schema); err != nil {
+		return nil, err
+	}
 	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema: settings.Schema,
 		// River sends at most one insert notification per queue per
 		// FetchCooldown of the inserting client; at River's 100 ms a
 		// second request inside that window waited for the worker's
 		// 1 s poll (pickup p99 ~1.5 s at 20 requests/s).
 		FetchCooldown: 5 * time.Millisecond,
-		Hooks:         []rivertype.Hook{&budgetHook{settings: settings.withDefaults()}},
+		Hooks:         []rivertype.Hook{&budgetHook{settings: settings}},
 		Logger:        quietLogger(),
 	})
 	if err != nil {
@@ -51,7 +57,7 @@ const (
 // Result says what a request did.
 type Result struct {
 	Action    string            `json:"action"`
-	Workspace store.Workspace   `json:"-"`
+	Workspace Workspace         `json:"-"`
 	Job       *rivertype.JobRow `json:"-"` // the job inserted, or the live one that already carries it; nil if none
 }
 
@@ -72,41 +78,49 @@ type ProvisionRequest struct {
 // together or not at all (invariant 1). After an insert error the
 // transaction is broken (River no longer wraps InsertTx in a savepoint):
 // roll it back.
-func RequestProvision(ctx context.Context, tx pgx.Tx, client *Client, req ProvisionRequest) (Result, error) {
+func RequestProvision[TTx any](ctx context.Context, tx TTx, client *river.Client[TTx], req ProvisionRequest) (Result, error) {
+	t, err := begin(tx, client)
+	if err != nil {
+		return Result{}, err
+	}
+	return requestProvision(ctx, t, req)
+}
+
+func requestProvision[TTx any](ctx context.Context, t *txn[TTx], req ProvisionRequest) (Result, error) {
 	if err := req.validate(); err != nil {
 		return Result{}, err
 	}
 	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
-	ws, created, err := store.Create(ctx, tx, w, req.Env)
+	ws, created, err := t.st.Create(ctx, t.db, w, req.Env)
 	if err != nil {
 		return Result{}, err
 	}
 	if created {
-		return enqueueProvision(ctx, tx, client, ws, req, ActionCreated)
+		return enqueueProvision(ctx, t, ws, req, ActionCreated)
 	}
 	// It exists (or a concurrent request just created it): decide under its lock.
-	if ws, err = store.Lock(ctx, tx, req.WorkspaceID); err != nil {
+	if ws, err = t.st.Lock(ctx, t.db, req.WorkspaceID); err != nil {
 		return Result{}, err
 	}
 	switch {
 	case ws.Status == store.StatusProvisioning:
-		job, err := liveJob(ctx, tx, client, KindProvision, ws.ID)
-		return Result{Action: ActionNoop, Workspace: ws, Job: job}, err
+		job, err := liveJob(ctx, t, KindProvision, ws.ID)
+		return Result{Action: ActionNoop, Workspace: viewOf(ws), Job: job}, err
 	case ws.Status == store.StatusRunning:
-		return Result{Action: ActionNoop, Workspace: ws}, nil
+		return Result{Action: ActionNoop, Workspace: viewOf(ws)}, nil
 	case ws.Status == store.StatusStopping:
 		// The terminate's completion starts the next generation, with
 		// what this request asks for: nothing provisions this row's
 		// current generation any more, so its frozen request may change.
-		if err := updateSpec(ctx, tx, ws, req); err != nil {
+		if err := updateSpec(ctx, t, ws, req); err != nil {
 			return Result{}, err
 		}
-		return afterStop(ctx, tx, client, ws, store.DesiredRunning)
+		return afterStop(ctx, t, ws, store.DesiredRunning)
 	case ws.Status == store.StatusFailed && ws.InstanceID != "":
 		// Terminate first: a provision never overwrites a recorded id.
-		return beginStop(ctx, tx, client, ws, store.DesiredRunning, req.Actor)
+		return beginStop(ctx, t, ws, store.DesiredRunning, req.Actor)
 	}
-	return nextGeneration(ctx, tx, client, ws, req)
+	return nextGeneration(ctx, t, ws, req)
 }
 
 // specFor is ws's request with req's non-empty values over it.
@@ -126,40 +140,40 @@ func specFor(ws store.Workspace, req ProvisionRequest) store.Spec {
 
 // updateSpec stores req's values (and env) for the next generation of a
 // stopping row.
-func updateSpec(ctx context.Context, tx pgx.Tx, ws store.Workspace, req ProvisionRequest) error {
-	if err := store.SetSpec(ctx, tx, ws.ID, specFor(ws, req)); err != nil {
+func updateSpec[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, req ProvisionRequest) error {
+	if err := t.st.SetSpec(ctx, t.db, ws.ID, specFor(ws, req)); err != nil {
 		return err
 	}
 	if req.Env == nil {
 		return nil
 	}
-	return store.SetEnv(ctx, tx, ws.ID, req.Env)
+	return t.st.SetEnv(ctx, t.db, ws.ID, req.Env)
 }
 
-func nextGeneration(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest) (Result, error) {
+func nextGeneration[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, req ProvisionRequest) (Result, error) {
 	spec := specFor(ws, req)
-	next, err := store.StartGeneration(ctx, tx, ws.ID, ws.Generation, store.NewNonce(), &spec)
+	next, err := t.st.StartGeneration(ctx, t.db, ws.ID, ws.Generation, store.NewNonce(), &spec)
 	if err != nil {
 		return Result{}, err
 	}
-	return enqueueProvision(ctx, tx, client, next, req, ActionNextGeneration)
+	return enqueueProvision(ctx, t, next, req, ActionNextGeneration)
 }
 
-func enqueueProvision(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, req ProvisionRequest, action string) (Result, error) {
+func enqueueProvision[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, req ProvisionRequest, action string) (Result, error) {
 	if req.Env != nil && action != ActionCreated { // Create stored it
-		if err := store.SetEnv(ctx, tx, ws.ID, req.Env); err != nil {
+		if err := t.st.SetEnv(ctx, t.db, ws.ID, req.Env); err != nil {
 			return Result{}, err
 		}
 	}
-	res, err := client.InsertTx(ctx, tx, ProvisionArgs{WorkspaceID: ws.ID, Generation: ws.Generation, Nonce: ws.Nonce}, nil)
+	res, err := t.client.InsertTx(ctx, t.tx, ProvisionArgs{WorkspaceID: ws.ID, Generation: ws.Generation, Nonce: ws.Nonce}, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("insert provision job: %w", err)
 	}
-	err = store.AppendEvent(ctx, tx, store.Event{
+	err = t.st.AppendEvent(ctx, t.db, store.Event{
 		WorkspaceID: ws.ID, Event: obs.EvProvisionRequested, Actor: actorOr(req.Actor),
 		JobID: res.Job.ID, Fields: map[string]any{"generation": ws.Generation, "action": action},
 	})
-	return Result{Action: action, Workspace: ws, Job: res.Job}, err
+	return Result{Action: action, Workspace: viewOf(ws), Job: res.Job}, err
 }
 
 // TerminateRequest asks for a workspace to stop (or, with Delete, to be
@@ -177,31 +191,39 @@ type TerminateRequest struct {
 // the row's status: nothing runs it again (a later provision of the same
 // id brings its own env), and a removed workspace's secrets were otherwise
 // kept in workspace_env, and in every backup, for as long as the row.
-func RequestTerminate(ctx context.Context, tx pgx.Tx, client *Client, req TerminateRequest) (Result, error) {
-	if !req.Delete {
-		return requestStop(ctx, tx, client, req.WorkspaceID, store.DesiredStopped, req.Actor)
+func RequestTerminate[TTx any](ctx context.Context, tx TTx, client *river.Client[TTx], req TerminateRequest) (Result, error) {
+	t, err := begin(tx, client)
+	if err != nil {
+		return Result{}, err
 	}
-	res, err := requestStop(ctx, tx, client, req.WorkspaceID, store.DesiredDeleted, req.Actor)
+	if !req.Delete {
+		return requestStop(ctx, t, req.WorkspaceID, store.DesiredStopped, req.Actor)
+	}
+	res, err := requestStop(ctx, t, req.WorkspaceID, store.DesiredDeleted, req.Actor)
 	if err != nil {
 		return res, err
 	}
-	return res, store.DeleteEnv(ctx, tx, req.WorkspaceID)
+	return res, t.st.DeleteEnv(ctx, t.db, req.WorkspaceID)
 }
 
 // RequestRestart is a terminate whose completion starts the next
 // generation; a workspace with nothing running is simply provisioned.
-func RequestRestart(ctx context.Context, tx pgx.Tx, client *Client, workspaceID, actor string) (Result, error) {
-	return requestStop(ctx, tx, client, workspaceID, store.DesiredRunning, actor)
+func RequestRestart[TTx any](ctx context.Context, tx TTx, client *river.Client[TTx], workspaceID, actor string) (Result, error) {
+	t, err := begin(tx, client)
+	if err != nil {
+		return Result{}, err
+	}
+	return requestStop(ctx, t, workspaceID, store.DesiredRunning, actor)
 }
 
-func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, actor string) (Result, error) {
+func requestStop[TTx any](ctx context.Context, t *txn[TTx], id, desired, actor string) (Result, error) {
 	if err := validateWorkspaceID(id); err != nil {
 		return Result{}, err
 	}
 	if err := validateActor(actor); err != nil {
 		return Result{}, err
 	}
-	ws, err := store.Lock(ctx, tx, id)
+	ws, err := t.st.Lock(ctx, t.db, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return Result{}, fmt.Errorf("%w %s", ErrUnknownWorkspace, id)
 	}
@@ -211,25 +233,25 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 	restart := desired == store.DesiredRunning
 	switch ws.Status {
 	case store.StatusProvisioning, store.StatusRunning:
-		return beginStop(ctx, tx, client, ws, desired, actor)
+		return beginStop(ctx, t, ws, desired, actor)
 	case store.StatusStopping:
-		return afterStop(ctx, tx, client, ws, desired)
+		return afterStop(ctx, t, ws, desired)
 	case store.StatusFailed:
 		if ws.InstanceID != "" {
-			return beginStop(ctx, tx, client, ws, desired, actor)
+			return beginStop(ctx, t, ws, desired, actor)
 		}
 	}
 	if restart { // stopped, removed, or failed without an instance
-		return RequestProvision(ctx, tx, client, ProvisionRequest{WorkspaceID: id, Actor: actor})
+		return requestProvision(ctx, t, ProvisionRequest{WorkspaceID: id, Actor: actor})
 	}
 	if ws.Status == store.StatusFailed {
-		if err := store.MarkStoppedNoInstance(ctx, tx, id, desired); err != nil {
+		if err := t.st.MarkStoppedNoInstance(ctx, t.db, id, desired); err != nil {
 			return Result{}, err
 		}
-		ws, err = store.Lock(ctx, tx, id)
-		return Result{Action: ActionStopped, Workspace: ws}, err
+		ws, err = t.st.Lock(ctx, t.db, id)
+		return Result{Action: ActionStopped, Workspace: viewOf(ws)}, err
 	}
-	return Result{Action: ActionNoop, Workspace: ws}, nil
+	return Result{Action: ActionNoop, Workspace: viewOf(ws)}, nil
 }
 
 // beginStop moves the row to stopping and inserts its terminate job.
@@ -237,56 +259,56 @@ func requestStop(ctx context.Context, tx pgx.Tx, client *Client, id, desired, ac
 // anything. Attempted ones may have, so the terminate waits for them;
 // "attempted" is River's attempted_at, not attempt > 0 (a snoozed or
 // interrupted first attempt is back at attempt 0).
-func beginStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired, actor string) (Result, error) {
+func beginStop[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, desired, actor string) (Result, error) {
 	// Locked, so no worker can fetch one between this read and its
 	// cancel (River fetches with SKIP LOCKED): a provision cancelled just
 	// after it started would have its CP call cut off mid-flight.
-	live, err := store.LockLiveJobs(ctx, tx, KindProvision, ws.ID)
+	live, err := t.st.LockLiveJobs(ctx, t.db, KindProvision, ws.ID)
 	if err != nil {
 		return Result{}, err
 	}
 	for _, j := range live {
 		if !j.Attempted && j.State != string(rivertype.JobStateRunning) {
-			if _, err := client.JobCancelTx(ctx, tx, j.ID); err != nil {
+			if _, err := t.client.JobCancelTx(ctx, t.tx, j.ID); err != nil {
 				return Result{}, fmt.Errorf("cancel provision job %d: %w", j.ID, err)
 			}
 		}
 	}
-	if err := store.MarkStopping(ctx, tx, ws.ID, desired); err != nil {
+	if err := t.st.MarkStopping(ctx, t.db, ws.ID, desired); err != nil {
 		return Result{}, err
 	}
-	res, err := client.InsertTx(ctx, tx, TerminateArgs{WorkspaceID: ws.ID}, nil)
+	res, err := t.client.InsertTx(ctx, t.tx, TerminateArgs{WorkspaceID: ws.ID}, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("insert terminate job: %w", err)
 	}
-	err = store.AppendEvent(ctx, tx, store.Event{
+	err = t.st.AppendEvent(ctx, t.db, store.Event{
 		WorkspaceID: ws.ID, Event: obs.EvTerminateRequested, Actor: actorOr(actor), JobID: res.Job.ID,
 		Fields: map[string]any{"desired": desired, "from": ws.Status, "instance_id": ws.InstanceID},
 	})
 	if err != nil {
 		return Result{}, err
 	}
-	ws, err = store.Lock(ctx, tx, ws.ID)
-	return Result{Action: ActionStopping, Workspace: ws, Job: res.Job}, err
+	ws, err = t.st.Lock(ctx, t.db, ws.ID)
+	return Result{Action: ActionStopping, Workspace: viewOf(ws), Job: res.Job}, err
 }
 
 // afterStop records what should happen once the stop under way finishes.
-func afterStop(ctx context.Context, tx pgx.Tx, client *Client, ws store.Workspace, desired string) (Result, error) {
-	if err := store.SetDesired(ctx, tx, ws.ID, desired); err != nil {
+func afterStop[TTx any](ctx context.Context, t *txn[TTx], ws store.Workspace, desired string) (Result, error) {
+	if err := t.st.SetDesired(ctx, t.db, ws.ID, desired); err != nil {
 		return Result{}, err
 	}
 	ws.Desired = desired
-	job, err := liveJob(ctx, tx, client, KindTerminate, ws.ID)
-	return Result{Action: ActionAfterStop, Workspace: ws, Job: job}, err
+	job, err := liveJob(ctx, t, KindTerminate, ws.ID)
+	return Result{Action: ActionAfterStop, Workspace: viewOf(ws), Job: job}, err
 }
 
 // liveJob returns the newest live job of kind for the workspace, or nil.
-func liveJob(ctx context.Context, tx pgx.Tx, client *Client, kind, id string) (*rivertype.JobRow, error) {
-	live, err := store.LiveJobs(ctx, tx, kind, id)
+func liveJob[TTx any](ctx context.Context, t *txn[TTx], kind, id string) (*rivertype.JobRow, error) {
+	live, err := t.st.LiveJobs(ctx, t.db, kind, id)
 	if err != nil || len(live) == 0 {
 		return nil, err
 	}
-	job, err := client.JobGetTx(ctx, tx, live[len(live)-1].ID)
+	job, err := t.client.JobGetTx(ctx, t.tx, live[len(live)-1].ID)
 	if err != nil {
 		return nil, fmt.Errorf("get job: %w", err)
 	}
@@ -298,4 +320,50 @@ func actorOr(actor string) string {
 		return "handler"
 	}
 	return actor
+}
+
+// ErrClientSchema is returned when the River client names no schema, or
+// one that is not a plain identifier: River would then follow the
+// session's search_path while the rows go to the named schema, and a
+// job and its row would part.
+var ErrClientSchema = errors.New("jobs: the River client must set Config.Schema to the worker's schema (see NewInsertClient)")
+
+// ErrTxType is returned for a transaction that is neither a pgx.Tx nor a
+// *sql.Tx.
+var ErrTxType = errors.New("jobs: the transaction must be a pgx.Tx or a *sql.Tx")
+
+// txn is one request's transaction: the caller's, as River inserts
+// through it and as the store queries through it, in the River client's
+// schema. One setting decides where both the job and the row go.
+type txn[TTx any] struct {
+	tx     TTx
+	db     store.DB
+	client *river.Client[TTx]
+	st     *store.Store
+}
+
+func begin[TTx any](tx TTx, client *river.Client[TTx]) (*txn[TTx], error) {
+	if client == nil || client.Schema() == "" {
+		return nil, ErrClientSchema
+	}
+	st, err := store.For(client.Schema())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrClientSchema, err)
+	}
+	db, err := txDB(any(tx))
+	if err != nil {
+		return nil, err
+	}
+	return &txn[TTx]{tx: tx, db: db, client: client, st: st}, nil
+}
+
+// txDB is the store's view of a caller's transaction.
+func txDB(tx any) (store.DB, error) {
+	switch tx := tx.(type) {
+	case pgx.Tx:
+		return tx, nil
+	case *sql.Tx:
+		return store.SQL(tx), nil
+	}
+	return nil, fmt.Errorf("%w, not %T", ErrTxType, tx)
 }

@@ -130,7 +130,7 @@ func TestTerminate_RecordsTheListedInstancesItStopped(t *testing.T) {
 
 	e.WaitStatus(id, store.StatusStopped)
 
-	stopped, err := store.StoppedInstances(context.Background(), e.Pool, id, []string{"provision.ec2_stopped"})
+	stopped, err := store.MustFor("").StoppedInstances(context.Background(), e.Pool, id, []string{"provision.ec2_stopped"})
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{a: true, b: true}, stopped)
 }

@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"github.com/molecule-ai/provision-worker/internal/store"
+
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -56,6 +58,12 @@ type Settings struct {
 	// of launching again when the CP has no list endpoint to adopt from:
 	// for CPs that also ignore Idempotency-Key, where a retry may leak.
 	RefuseAmbiguousWithoutList bool
+	// Schema is the Postgres schema of everything the worker creates:
+	// River's tables (every River client built here sets Config.Schema to
+	// it), the project's own, goose's version table. "" is
+	// store.DefaultSchema ("provisioner"). A host database already has a
+	// workspaces table in public; sharing it is what failed.
+	Schema string
 }
 
 // DefaultSettings are the production defaults.
@@ -77,6 +85,7 @@ func DefaultSettings() Settings {
 		ListUnsupportedAnswers: 5,
 		ListUnsupportedSpan:    time.Minute,
 		ListUnsupportedReprobe: 5 * time.Minute,
+		Schema:                 store.DefaultSchema,
 	}
 }
 
@@ -112,6 +121,9 @@ func (s Settings) Or(fallback Settings) Settings {
 	orInt(&s.MaxSnoozes, fallback.MaxSnoozes)
 	orInt(&s.TerminateStuckAfter, fallback.TerminateStuckAfter)
 	s.RefuseAmbiguousWithoutList = s.RefuseAmbiguousWithoutList || fallback.RefuseAmbiguousWithoutList
+	if s.Schema == "" {
+		s.Schema = fallback.Schema
+	}
 	return s
 }
 

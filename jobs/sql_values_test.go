@@ -63,7 +63,7 @@ func TestSQLValues_AcceptedValuesReadBackUnchanged(t *testing.T) {
 			ws := e.Workspace(req.WorkspaceID)
 			require.Equal(t, req.PlatformURL, ws.PlatformURL)
 			require.Equal(t, req.Runtime, ws.Runtime)
-			env, err := store.Env(ctx, e.Pool, req.WorkspaceID)
+			env, err := store.MustFor("").Env(ctx, e.Pool, req.WorkspaceID)
 			require.NoError(t, err)
 			want := req.Env
 			if want == nil {
@@ -71,7 +71,7 @@ func TestSQLValues_AcceptedValuesReadBackUnchanged(t *testing.T) {
 			}
 			require.Equal(t, want, env)
 			if req.Actor != "" {
-				evs, err := store.Events(ctx, e.Pool, req.WorkspaceID)
+				evs, err := store.MustFor("").Events(ctx, e.Pool, req.WorkspaceID)
 				require.NoError(t, err)
 				require.Equal(t, req.Actor, evs[0].Actor)
 			}

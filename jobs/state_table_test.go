@@ -186,7 +186,7 @@ func runCell(t *testing.T, e *jobtest.Env, req, from string, want cellWant) {
 	})
 	if want.unknown {
 		require.ErrorIs(t, err, jobs.ErrUnknownWorkspace)
-		_, err := store.Get(ctx, e.Pool, before.ID)
+		_, err := store.MustFor("").Get(ctx, e.Pool, before.ID)
 		require.ErrorIs(t, err, store.ErrNotFound)
 		require.Empty(t, workspaceJobs(t, e, before.ID))
 		return
@@ -292,7 +292,7 @@ func TestStore_RecordInstanceNeverOverwritesRecordedID(t *testing.T) {
 
 	var recorded bool
 	require.NoError(t, e.Tx(func(tx pgx.Tx) (err error) {
-		recorded, err = store.RecordInstance(ctx, tx, id, 1, randomInstanceID())
+		recorded, err = store.MustFor("").RecordInstance(ctx, tx, id, 1, randomInstanceID())
 		return err
 	}))
 

@@ -66,7 +66,7 @@ func setJobState(t *testing.T, e *jobtest.Env, jobID int64, state rivertype.JobS
 // workspaceJobs lists every job of a workspace, any state.
 func workspaceJobs(t *testing.T, e *jobtest.Env, id string) []store.JobRef {
 	t.Helper()
-	refs, err := store.JobsForWorkspace(context.Background(), e.Pool, id)
+	refs, err := store.MustFor("").JobsForWorkspace(context.Background(), e.Pool, id)
 	require.NoError(t, err)
 	return refs
 }

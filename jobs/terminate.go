@@ -52,7 +52,7 @@ func (w *TerminateWorker) Work(ctx context.Context, job *river.Job[TerminateArgs
 // that turned stopping meanwhile is read again.
 func (w *TerminateWorker) stoppingRow(ctx context.Context, job *river.Job[TerminateArgs]) (store.Workspace, bool, error) {
 	for range 3 {
-		ws, err := store.Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
+		ws, err := w.deps.st().Get(ctx, w.deps.Pool, job.Args.WorkspaceID)
 		if err == nil && ws.Status == store.StatusStopping {
 			return ws, false, nil
 		}
@@ -76,7 +76,7 @@ func (w *TerminateWorker) stoppingRow(ctx context.Context, job *river.Job[Termin
 // sees the stop. done is false when the row is stopping now.
 func (w *TerminateWorker) completeIfNotStopping(ctx context.Context, job *river.Job[TerminateArgs]) (done bool, err error) {
 	err = complete(ctx, w.deps, job, func(tx pgx.Tx, _ *timeline) error {
-		cur, err := store.Lock(ctx, tx, job.Args.WorkspaceID)
+		cur, err := w.deps.st().Lock(ctx, tx, job.Args.WorkspaceID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return nil
@@ -101,7 +101,7 @@ var errStoppingNow = errors.New("the workspace is stopping now")
 // returns the ids it stopped, for the timeline: the next generation must
 // never adopt them while the CP still lists them as running.
 func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[TerminateArgs]) ([]string, error) {
-	live, err := store.LiveJobs(ctx, w.deps.Pool, KindProvision, job.Args.WorkspaceID)
+	live, err := w.deps.st().LiveJobs(ctx, w.deps.Pool, KindProvision, job.Args.WorkspaceID)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ var errProvisionInFlight = errors.New("a provision for this workspace is still i
 func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateArgs], stoppedID string, listed []string) error {
 	id := job.Args.WorkspaceID
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
-		cur, err := store.Lock(ctx, tx, id)
+		cur, err := w.deps.st().Lock(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -161,7 +161,7 @@ func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateAr
 			}
 			return w.restart(ctx, tx, t, job, cur)
 		}
-		if ok, err := store.MarkStoppedWithEvent(ctx, tx, id, stoppedID, stopped); err != nil || !ok {
+		if ok, err := w.deps.st().MarkStoppedWithEvent(ctx, tx, id, stoppedID, stopped); err != nil || !ok {
 			return errors.Join(err, fmt.Errorf("workspace %s: mark stopped matched no row", id))
 		}
 		t.queue(zerolog.InfoLevel, stopped)
@@ -171,10 +171,10 @@ func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateAr
 
 // restart starts the next generation in the same transaction.
 func (w *TerminateWorker) restart(ctx context.Context, tx pgx.Tx, t *timeline, job *river.Job[TerminateArgs], cur store.Workspace) error {
-	if _, err := store.ClearInstanceForStop(ctx, tx, cur.ID, cur.InstanceID); err != nil {
+	if _, err := w.deps.st().ClearInstanceForStop(ctx, tx, cur.ID, cur.InstanceID); err != nil {
 		return err
 	}
-	next, err := store.StartGeneration(ctx, tx, cur.ID, cur.Generation, store.NewNonce(), nil)
+	next, err := w.deps.st().StartGeneration(ctx, tx, cur.ID, cur.Generation, store.NewNonce(), nil)
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,7 @@ type common struct {
 func commonSettings(set *config.Set, c *common) {
 	d := jobs.DefaultSettings()
 	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
+	schemaSetting(set, &c.Settings.Schema)
 	set.Int(&c.Settings.TerminateMaxAttempts, "terminate-max-attempts", "TERMINATE_MAX_ATTEMPTS", d.TerminateMaxAttempts, 1, 100000, "attempt budget of terminate jobs this inserts")
 	set.Int(&c.Settings.ProvisionMaxAttempts, "provision-max-attempts", "PROVISION_MAX_ATTEMPTS", d.ProvisionMaxAttempts, 1, 100000, "attempt budget of provision jobs this inserts")
 }
@@ -109,6 +110,9 @@ func parseCmd(cli CLI, set *config.Set, c *common, args []string, usage string) 
 		return err
 	}
 	if err := set.NoArgs(); err != nil {
+		return err
+	}
+	if err := checkSchema(c.Settings.Schema); err != nil {
 		return err
 	}
 	return checkDatabaseURL(c.DatabaseURL)
@@ -150,8 +154,8 @@ type resultJSON struct {
 }
 
 func printResult(w io.Writer, res jobs.Result) error {
-	out := resultJSON{Action: res.Action, WorkspaceID: res.Workspace.ID, Status: res.Workspace.Status,
-		Desired: res.Workspace.Desired, Generation: res.Workspace.Generation, InstanceID: res.Workspace.InstanceID}
+	out := resultJSON{Action: res.Action, WorkspaceID: res.Workspace.ID, Status: string(res.Workspace.Status),
+		Desired: string(res.Workspace.Desired), Generation: res.Workspace.Generation, InstanceID: res.Workspace.InstanceID}
 	if res.Job != nil {
 		out.JobID, out.JobKind, out.JobState = res.Job.ID, res.Job.Kind, string(res.Job.State)
 	}

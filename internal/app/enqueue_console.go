@@ -66,12 +66,16 @@ func runConsole(ctx context.Context, cli CLI, args []string) error {
 // knownWorkspace refuses an id this database never had (exit 2, and no
 // CP call): a typo should not ask the CP for another tenant's console.
 func knownWorkspace(ctx context.Context, c common, id string) error {
+	st, err := store.For(c.Settings.Schema)
+	if err != nil {
+		return fmt.Errorf("%w: %w", config.ErrUsage, err)
+	}
 	pool, err := pgxpool.New(ctx, c.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	defer pool.Close()
-	_, err = store.Get(ctx, pool, id)
+	_, err = st.Get(ctx, pool, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%w %s", jobs.ErrUnknownWorkspace, id)
 	}

@@ -162,7 +162,7 @@ func retryAll(ctx context.Context, tx pgx.Tx, client *jobs.Client, rows []*river
 		if ws == "" {
 			continue
 		}
-		err = store.AppendEvent(ctx, tx, store.Event{WorkspaceID: ws, Event: EvJobRetried, JobID: after.ID,
+		err = store.MustFor(client.Schema()).AppendEvent(ctx, tx, store.Event{WorkspaceID: ws, Event: EvJobRetried, JobID: after.ID,
 			Attempt: after.Attempt, Actor: "enqueue", Fields: map[string]any{"kind": after.Kind,
 				"from_state": string(before.State), "max_attempts": after.MaxAttempts}})
 		if err != nil {
@@ -266,7 +266,7 @@ func runTimeline(ctx context.Context, cli CLI, args []string) error {
 // policy change them without the worker writing a timeline line.
 func readTimeline(ctx context.Context, tx pgx.Tx, client *jobs.Client, id string) (timelineOutput, error) {
 	out := timelineOutput{Events: []timelineLine{}}
-	ws, err := store.Get(ctx, tx, id)
+	ws, err := store.MustFor(client.Schema()).Get(ctx, tx, id)
 	switch {
 	case err == nil:
 		out.Workspace = &workspaceJSON{ID: ws.ID, Status: ws.Status, Desired: ws.Desired, Generation: ws.Generation,
@@ -274,7 +274,7 @@ func readTimeline(ctx context.Context, tx pgx.Tx, client *jobs.Client, id string
 	case !errors.Is(err, store.ErrNotFound):
 		return out, err
 	}
-	events, err := store.Events(ctx, tx, id)
+	events, err := store.MustFor(client.Schema()).Events(ctx, tx, id)
 	if err != nil {
 		return out, err
 	}
@@ -282,7 +282,7 @@ func readTimeline(ctx context.Context, tx pgx.Tx, client *jobs.Client, id string
 		out.Events = append(out.Events, timelineLine{At: ev.At, Event: ev.Event, JobID: ev.JobID,
 			Attempt: ev.Attempt, Actor: ev.Actor, Fields: ev.Fields})
 	}
-	refs, err := store.JobsForWorkspace(ctx, tx, id)
+	refs, err := store.MustFor(client.Schema()).JobsForWorkspace(ctx, tx, id)
 	if err != nil {
 		return out, err
 	}

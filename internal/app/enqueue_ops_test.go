@@ -140,7 +140,7 @@ func TestRetry_RecordsTheRetryOnTheTimeline(t *testing.T) {
 	wsID, jobID := deadStop(t, env)
 	_, err := enqueue(t, env, "retry", "--job-id", strconv.FormatInt(jobID, 10))
 	require.NoError(t, err)
-	events, err := store.Events(context.Background(), env.Pool, wsID)
+	events, err := store.MustFor("").Events(context.Background(), env.Pool, wsID)
 	require.NoError(t, err)
 	var found bool
 	for _, ev := range events {
@@ -270,7 +270,7 @@ func TestTimeline_TextQuotesEveryNonGraphicRune(t *testing.T) {
 	for k, v := range hostile {
 		fields[k] = v
 	}
-	require.NoError(t, store.AppendEvent(context.Background(), env.Pool,
+	require.NoError(t, store.MustFor("").AppendEvent(context.Background(), env.Pool,
 		store.Event{WorkspaceID: id, Event: "test.hostile", Actor: "ops", Fields: fields}))
 
 	out, err := enqueue(t, env, "timeline", "--workspace-id", id)

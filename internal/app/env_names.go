@@ -23,7 +23,7 @@ func WorkerEnvNames() []string {
 }
 
 // MigrateEnvNames lists the env vars `worker migrate` reads.
-func MigrateEnvNames() []string { return []string{"DATABASE_URL"} }
+func MigrateEnvNames() []string { return []string{"DATABASE_SCHEMA", "DATABASE_URL"} }
 
 // EnqueueEnvNames lists the env vars `enqueue` subcommands read: the
 // common settings, and the CP client's (`enqueue console`).

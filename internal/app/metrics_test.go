@@ -91,7 +91,7 @@ func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	watchJobs(ctx, env.Worker, zerolog.New(env.Logs), env.Metrics)
-	dbStats := obs.NewDBCollector(env.Pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep)
+	dbStats := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep)
 	env.Metrics.Registry.MustRegister(dbStats)
 	srv, err := httpapi.New(httpapi.Config{Pool: env.Pool, River: env.Worker, Registry: env.Metrics.Registry, User: "u", Pass: "p"})
 	require.NoError(t, err)
@@ -190,7 +190,7 @@ func logLine(t *testing.T, logs, evt string) map[string]any {
 
 func TestDBCollector_ExportsNothingBeforeFirstRead(t *testing.T) {
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
-	c := obs.NewDBCollector(env.Pool, jobs.KindTerminate)
+	c := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindTerminate)
 	env.Metrics.Registry.MustRegister(c)
 	srv, err := httpapi.New(httpapi.Config{Pool: env.Pool, River: env.Worker, Registry: env.Metrics.Registry})
 	require.NoError(t, err)
@@ -229,7 +229,7 @@ func TestDBCollector_FoldsForeignKindsIntoOther(t *testing.T) {
 		require.NoError(t, err)
 	}
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: uuid.NewString()})
-	c := obs.NewDBCollector(env.Pool, jobs.KindProvision, jobs.KindTerminate)
+	c := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindProvision, jobs.KindTerminate)
 	url := collectorServer(t, env, c)
 	require.NoError(t, c.Refresh(ctx))
 
@@ -263,7 +263,7 @@ func TestDBCollector_ExportsPausedQueues(t *testing.T) {
 		_, err := env.Pool.Exec(ctx, `INSERT INTO river_queue (name, created_at, metadata, updated_at) VALUES ($1, now(), '{}', now())`, q)
 		require.NoError(t, err)
 	}
-	c := obs.NewDBCollector(env.Pool, jobs.KindTerminate).WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
+	c := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindTerminate).WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
 	url := collectorServer(t, env, c)
 	paused := func(queue string) float64 {
 		require.NoError(t, c.Refresh(ctx))

@@ -13,11 +13,12 @@ import (
 
 // RunMigrate implements `worker migrate up|down|status`.
 func RunMigrate(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
-	var dbURL string
+	var dbURL, schema string
 	var to int
 	var force bool
 	set := config.New("worker migrate", getenv)
 	set.EnvString(&dbURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
+	schemaSetting(set, &schema)
 	set.Int(&to, "to", "", -1, -1, 1<<30, "down: the version to migrate down to (default: one step)")
 	set.Bool(&force, "force", "", false, "down: drop River's tables even while jobs are unfinished (they are lost)")
 	if len(args) == 0 {
@@ -28,6 +29,9 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	if err := set.NoArgs(); err != nil {
+		return err
+	}
+	if err := checkSchema(schema); err != nil {
 		return err
 	}
 	if err := checkDatabaseURL(dbURL); err != nil {
@@ -41,7 +45,7 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return fmt.Errorf("database: %w", err)
 	}
 	defer pool.Close()
-	m, err := migrate.New(pool)
+	m, err := migrate.New(pool, schema)
 	if err != nil {
 		return err
 	}
@@ -51,7 +55,7 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		if err := m.Up(ctx, out); err != nil {
 			return err
 		}
-		return migrate.ValidateRiver(ctx, pool)
+		return migrate.ValidateRiver(ctx, pool, schema)
 	case "down":
 		return m.Down(ctx, out, int64(to), force)
 	}
@@ -60,6 +64,6 @@ func RunMigrate(ctx context.Context, args []string, getenv func(string) string, 
 
 // MigrateUsage writes `worker migrate --help`.
 func MigrateUsage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: worker migrate up|down|status [--to N] [--force]   (DATABASE_URL)")
+	fmt.Fprintln(w, "Usage: worker migrate up|down|status [--to N] [--force]   (DATABASE_URL, DATABASE_SCHEMA)")
 	fmt.Fprintln(w, "  down rolls back one migration (or to --to N); it refuses to drop River's tables while jobs are unfinished unless --force.")
 }

@@ -37,3 +37,14 @@ func TestREADME_SettingsTableMatchesHelp(t *testing.T) {
 	}
 	require.Equal(t, want, readme[i+len(tableBegin):j], "run: go test ./internal/app -run TestREADME -update-readme")
 }
+
+// TestREADME_ShowsTheExampleHandler keeps the README's handler the code
+// that `make test` compiles from outside the module.
+func TestREADME_ShowsTheExampleHandler(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	code, err := os.ReadFile("../../examples/handler/handler.go")
+	require.NoError(t, err)
+	require.Contains(t, string(readme), "```go\n"+string(code)+"```\n",
+		"the README's adoption section must show examples/handler/handler.go as it is")
+}

@@ -36,7 +36,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 		return fmt.Errorf("database: %w", err)
 	}
 	defer pool.Close()
-	if err := migrate.ValidateRiver(ctx, pool); err != nil {
+	if err := migrate.ValidateRiver(ctx, pool, c.Settings.Schema); err != nil {
 		return err
 	}
 	skew, err := jobs.CheckClockSkew(ctx, pool, c.Options, c.Settings, time.Now)
@@ -47,7 +47,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, log zerolog.Logger) error {
 	zeroSeries(metrics)
 	metrics.ClockSkew.Set(skew.Seconds())
 	c.CP.OnRequest = metrics.ObserveCP
-	dbStats := obs.NewDBCollector(pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
+	dbStats := obs.NewDBCollector(store.MustFor(c.Settings.Schema), pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
 		WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
 	metrics.Registry.MustRegister(dbStats)
 	statsCtx, stopStats := context.WithCancel(ctx)
@@ -94,7 +94,7 @@ func serve(ctx context.Context, c WorkerConfig, log zerolog.Logger, client *jobs
 	httpSrv := httpapi.NewHTTPServer(srv, httpapi.DefaultTimeouts)
 	go func() { _ = httpSrv.Serve(ln) }()
 	watchJobs(uiCtx, client, log, metrics)
-	go pruneEvents(uiCtx, pool, c.EventRetention, log)
+	go pruneEvents(uiCtx, store.MustFor(c.Settings.Schema), pool, c.EventRetention, log)
 
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river: %w", err)
@@ -217,12 +217,12 @@ func watchClock(ctx context.Context, pool *pgxpool.Pool, c WorkerConfig, log zer
 const evClockSkew = "worker.clock_skew"
 
 // pruneEvents applies the timeline's retention once an hour.
-func pruneEvents(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log zerolog.Logger) {
+func pruneEvents(ctx context.Context, st *store.Store, pool *pgxpool.Pool, retention time.Duration, log zerolog.Logger) {
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
 		for {
-			n, err := store.PruneEvents(ctx, pool, retention, 10000)
+			n, err := st.PruneEvents(ctx, pool, retention, 10000)
 			if err != nil && ctx.Err() == nil {
 				log.Warn().Err(err).Msg("prune timeline events")
 			}

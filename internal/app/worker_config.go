@@ -4,6 +4,8 @@
 package app
 
 import (
+	"github.com/molecule-ai/provision-worker/internal/store"
+
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +39,7 @@ func workerSettings(set *config.Set, c *WorkerConfig) {
 	d := jobs.DefaultSettings()
 	c.Sweep = jobs.DefaultSweepSettings()
 	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
+	schemaSetting(set, &c.Settings.Schema)
 	set.String(&c.HTTPAddr, "http-addr", "WORKER_HTTP_ADDR", "127.0.0.1:8080", "address for /healthz, /readyz, /metrics and River UI")
 	set.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&c.UIUser, "ui-user", "RIVER_BASIC_AUTH_USER", "", "River UI basic-auth user (required off loopback)")
@@ -86,6 +89,9 @@ func ParseWorker(args []string, getenv func(string) string) (WorkerConfig, error
 }
 
 func (c *WorkerConfig) check(getenv func(string) string) error {
+	if err := checkSchema(c.Settings.Schema); err != nil {
+		return err
+	}
 	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
 		return err
 	}
@@ -171,6 +177,22 @@ func checkDatabaseURL(raw string) error {
 	}
 	if _, err := pgxpool.ParseConfig(raw); err != nil {
 		return fmt.Errorf("%w: DATABASE_URL: want a Postgres URL like postgres://user@host:5432/db", config.ErrUsage)
+	}
+	return nil
+}
+
+// schemaSetting declares DATABASE_SCHEMA, the one setting every binary
+// reads for where the worker's objects live (River's tables, its own,
+// goose's version table).
+func schemaSetting(set *config.Set, schema *string) {
+	set.String(schema, "database-schema", "DATABASE_SCHEMA", store.DefaultSchema,
+		"Postgres schema of everything the worker creates (River's tables included); never public, where a host's tables live")
+}
+
+// checkSchema refuses a schema name before anything connects.
+func checkSchema(schema string) error {
+	if err := store.ValidateSchema(schema); err != nil {
+		return fmt.Errorf("%w: DATABASE_SCHEMA: %w", config.ErrUsage, err)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ type enqueueVariant func(ctx context.Context, tx pgx.Tx, c *jobs.Client, id stri
 
 // rowOnly is the handler without a queue: it upserts its row and commits.
 func rowOnly(ctx context.Context, tx pgx.Tx, _ *jobs.Client, id string) error {
-	_, _, err := store.Create(ctx, tx, store.Workspace{ID: id, Nonce: store.NewNonce(), Runtime: "bench"}, nil)
+	_, _, err := benchStore.Create(ctx, tx, store.Workspace{ID: id, Nonce: store.NewNonce(), Runtime: "bench"}, nil)
 	return err
 }
 
@@ -26,12 +26,12 @@ func rowOnly(ctx context.Context, tx pgx.Tx, _ *jobs.Client, id string) error {
 // timeline line) without the job insert: "with and without the job
 // insert" of the issue, so the ratio is what the outbox itself costs.
 func rowChange(ctx context.Context, tx pgx.Tx, _ *jobs.Client, id string) error {
-	ws, _, err := store.Create(ctx, tx, store.Workspace{ID: id, Nonce: store.NewNonce(), Runtime: "bench"},
+	ws, _, err := benchStore.Create(ctx, tx, store.Workspace{ID: id, Nonce: store.NewNonce(), Runtime: "bench"},
 		map[string]string{"K": "v"})
 	if err != nil {
 		return err
 	}
-	return store.AppendEvent(ctx, tx, store.Event{WorkspaceID: ws.ID, Event: "provision.requested", Actor: "bench",
+	return benchStore.AppendEvent(ctx, tx, store.Event{WorkspaceID: ws.ID, Event: "provision.requested", Actor: "bench",
 		Fields: map[string]any{"generation": ws.Generation}})
 }
 
@@ -39,7 +39,7 @@ func rowChange(ctx context.Context, tx pgx.Tx, _ *jobs.Client, id string) error 
 // of the same job args, uniqueness included. It is River's own ceiling.
 func rowAndRiver(ctx context.Context, tx pgx.Tx, c *jobs.Client, id string) error {
 	nonce := store.NewNonce()
-	if _, _, err := store.Create(ctx, tx, store.Workspace{ID: id, Nonce: nonce, Runtime: "bench"}, nil); err != nil {
+	if _, _, err := benchStore.Create(ctx, tx, store.Workspace{ID: id, Nonce: nonce, Runtime: "bench"}, nil); err != nil {
 		return err
 	}
 	_, err := c.InsertTx(ctx, tx, jobs.ProvisionArgs{WorkspaceID: id, Generation: 1, Nonce: nonce}, nil)

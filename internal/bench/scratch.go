@@ -77,7 +77,7 @@ func (s *Scratch) NewDB(ctx context.Context) (*pgxpool.Pool, error) {
 	s.mu.Lock()
 	s.pools = append(s.pools, pool)
 	s.mu.Unlock()
-	m, err := migrate.New(pool)
+	m, err := migrate.New(pool, "")
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/molecule-ai/provision-worker/internal/store"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,6 +40,7 @@ func newBareRiver(pool *pgxpool.Pool, fs fetchSettings) (*river.Client[pgx.Tx], 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, noopWorker{})
 	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema: store.DefaultSchema, // the scratch database is migrated there, as the worker's
 		Queues: map[string]river.QueueConfig{
 			noopQueueA: {MaxWorkers: prodWorkers}, noopQueueB: {MaxWorkers: prodWorkers},
 		},

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"github.com/molecule-ai/provision-worker/internal/testdb"
 	"net"
 	"os"
 	"os/exec"
@@ -92,7 +93,7 @@ func newWorldAt(t *testing.T, dbURL string, fake cpfake.Options, env map[string]
 	t.Helper()
 	w := &world{t: t, env: env, logDir: t.TempDir(), dbURL: dbURL}
 	w.worker, w.enqueue = binaries(t)
-	pool, err := pgxpool.New(context.Background(), dbURL)
+	pool, err := pgxpool.New(context.Background(), testdb.WithSearchPath(dbURL))
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	w.pool = pool

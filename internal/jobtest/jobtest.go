@@ -38,6 +38,10 @@ type Config struct {
 	Options   jobs.Options
 	CPTimeout time.Duration
 	NoStart   bool // build the worker client but do not start it
+	// DBURL, when set, is an already migrated database to use as is (a
+	// host's database, say) instead of a fresh one; its URL is not
+	// changed, so the worker runs on the session's own search_path.
+	DBURL string
 }
 
 // Env is one test's world.
@@ -68,7 +72,7 @@ func FastSettings() jobs.Settings {
 // New builds an Env and starts its worker unless cfg.NoStart.
 func New(t testing.TB, cfg Config) *Env {
 	t.Helper()
-	pool, url := testdb.NewPool(t)
+	pool, url := envPool(t, cfg.DBURL)
 	e := &Env{T: t, Pool: pool, DBURL: url, Logs: &SafeBuffer{}, Metrics: obs.NewMetrics()}
 	e.startCP(cfg)
 	settings := cfg.Settings.Or(FastSettings())
@@ -158,7 +162,7 @@ func (e *Env) Terminate(id string) jobs.Result {
 // Workspace reads a row.
 func (e *Env) Workspace(id string) store.Workspace {
 	e.T.Helper()
-	ws, err := store.Get(context.Background(), e.Pool, id)
+	ws, err := store.MustFor(e.Deps.Settings.Schema).Get(context.Background(), e.Pool, id)
 	if err != nil {
 		e.T.Fatalf("jobtest: read workspace %s: %v", id, err)
 	}
@@ -220,4 +224,16 @@ func firstDur(v, def time.Duration) time.Duration {
 		return v
 	}
 	return def
+}
+
+func envPool(t testing.TB, url string) (*pgxpool.Pool, string) {
+	if url == "" {
+		return testdb.NewPool(t)
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatalf("jobtest: pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, url
 }

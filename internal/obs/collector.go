@@ -28,6 +28,7 @@ import (
 // a job (or name a queue) could otherwise add series at will and put
 // their own text on the page.
 type DBCollector struct {
+	st     *store.Store
 	db     store.DB
 	kinds  []string
 	queues []string
@@ -48,9 +49,9 @@ var workspaceStatuses = []string{store.StatusProvisioning, store.StatusRunning, 
 	store.StatusStopped, store.StatusRemoved, store.StatusFailed}
 
 // NewDBCollector reads db; kinds are the job kinds always exported.
-func NewDBCollector(db store.DB, kinds ...string) *DBCollector {
+func NewDBCollector(st *store.Store, db store.DB, kinds ...string) *DBCollector {
 	return &DBCollector{
-		db: db, kinds: kinds,
+		st: st, db: db, kinds: kinds,
 		jobs: prometheus.NewDesc("provisioner_river_jobs",
 			"River jobs by kind and state, read from the database.", []string{"kind", "state"}, nil),
 		oldestAvail: prometheus.NewDesc("provisioner_oldest_available_job_age_seconds",
@@ -78,7 +79,7 @@ func (c *DBCollector) WithQueues(queues ...string) *DBCollector {
 // Refresh reads the database once. On an error the previous snapshot is
 // kept (stale beats absent for an alert) and provisioner_db_stats_up is 0.
 func (c *DBCollector) Refresh(ctx context.Context) error {
-	s, err := store.ReadQueueStats(ctx, c.db)
+	s, err := c.st.ReadQueueStats(ctx, c.db)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ok = err == nil

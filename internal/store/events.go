@@ -21,14 +21,14 @@ type Event struct {
 
 // AppendEvent writes ev in tx, the same transaction as the state change it
 // describes, so the timeline never shows a change that rolled back.
-func AppendEvent(ctx context.Context, db DB, ev Event) error {
+func (st *Store) AppendEvent(ctx context.Context, db DB, ev Event) error {
 	b, err := encodeFields(ev.Fields)
 	if err != nil {
 		return err
 	}
 	jobID, attempt := jobRef(ev)
-	_, err = db.Exec(ctx, `
-		INSERT INTO workspace_events (workspace_id, event, job_id, attempt, actor, fields)
+	_, err = st.on(db).Exec(ctx, `
+		INSERT INTO {schema}.workspace_events (workspace_id, event, job_id, attempt, actor, fields)
 		VALUES ($1, $2, $3, $4, $5, $6)`,
 		ev.WorkspaceID, ev.Event, jobID, attempt, ev.Actor, b)
 	if err != nil {
@@ -38,10 +38,10 @@ func AppendEvent(ctx context.Context, db DB, ev Event) error {
 }
 
 // Events reads a workspace's timeline in time order.
-func Events(ctx context.Context, db DB, workspaceID string) ([]Event, error) {
-	rows, err := db.Query(ctx, `
+func (st *Store) Events(ctx context.Context, db DB, workspaceID string) ([]Event, error) {
+	rows, err := st.on(db).Query(ctx, `
 		SELECT event, coalesce(job_id, 0), coalesce(attempt, 0), actor, fields, at
-		FROM workspace_events WHERE workspace_id = $1 ORDER BY at, id`, workspaceID)
+		FROM {schema}.workspace_events WHERE workspace_id = $1 ORDER BY at, id`, workspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("store: read events: %w", err)
 	}
@@ -66,10 +66,10 @@ func Events(ctx context.Context, db DB, workspaceID string) ([]Event, error) {
 
 // PruneEvents deletes timeline lines older than the retention period, in
 // bounded batches so a large backlog never holds a long lock.
-func PruneEvents(ctx context.Context, db DB, olderThan time.Duration, batch int) (int64, error) {
-	tag, err := db.Exec(ctx, `
-		DELETE FROM workspace_events WHERE id IN (
-			SELECT id FROM workspace_events WHERE at < now() - $1::interval ORDER BY at LIMIT $2)`,
+func (st *Store) PruneEvents(ctx context.Context, db DB, olderThan time.Duration, batch int) (int64, error) {
+	tag, err := st.on(db).Exec(ctx, `
+		DELETE FROM {schema}.workspace_events WHERE id IN (
+			SELECT id FROM {schema}.workspace_events WHERE at < now() - $1::interval ORDER BY at LIMIT $2)`,
 		fmt.Sprintf("%d milliseconds", olderThan.Milliseconds()), batch)
 	if err != nil {
 		return 0, fmt.Errorf("store: prune events: %w", err)
@@ -84,9 +84,9 @@ func PruneEvents(ctx context.Context, db DB, olderThan time.Duration, batch int)
 // consistent: for a few seconds after a 2xx terminate the CP may still
 // list an instance as running, and a retried provision once adopted its
 // previous generation's dead instance from that list.
-func StoppedInstances(ctx context.Context, db DB, workspaceID string, events []string) (map[string]bool, error) {
-	rows, err := db.Query(ctx, `
-		SELECT DISTINCT s.iid FROM workspace_events e, LATERAL (
+func (st *Store) StoppedInstances(ctx context.Context, db DB, workspaceID string, events []string) (map[string]bool, error) {
+	rows, err := st.on(db).Query(ctx, `
+		SELECT DISTINCT s.iid FROM {schema}.workspace_events e, LATERAL (
 			SELECT e.fields->>'instance_id'
 			UNION ALL
 			SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(e.fields->'listed_instance_ids') = 'array'
@@ -117,12 +117,12 @@ func StoppedInstances(ctx context.Context, db DB, workspaceID string, events []s
 // repeated Idempotency-Key replays the instance it launched for that key
 // even after we terminated it: an operator's Retry of a discarded
 // provision recorded such a dead instance, leaving the row running on it.
-func InstanceStoppedBefore(ctx context.Context, db DB, workspaceID, instanceID string, events []string) (bool, error) {
+func (st *Store) InstanceStoppedBefore(ctx context.Context, db DB, workspaceID, instanceID string, events []string) (bool, error) {
 	var ok bool
-	err := db.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'instance_terminate'
+	err := st.on(db).QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = 'instance_terminate'
 				AND args @> jsonb_build_object('instance_id', $2::text))
-			OR EXISTS (SELECT 1 FROM workspace_events e
+			OR EXISTS (SELECT 1 FROM {schema}.workspace_events e
 				WHERE e.workspace_id = $1 AND e.event = ANY($3) AND (e.fields->>'instance_id' = $2
 					OR (jsonb_typeof(e.fields->'listed_instance_ids') = 'array' AND e.fields->'listed_instance_ids' ? $2)))`,
 		workspaceID, instanceID, events).Scan(&ok)

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // JobRef is the part of a River job row the state machine decides on.
@@ -26,18 +24,18 @@ const liveJobStates = `('available', 'pending', 'running', 'retryable', 'schedul
 // LiveJobs lists a workspace's jobs of kind that may still run. It matches
 // args with @> so River's GIN index on args serves it; every job is
 // inserted with the canonical id (CanonicalID), which is what it matches.
-func LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
-	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
+func (st *Store) LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
+	return st.queryJobs(ctx, db, `
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, kind, CanonicalID(workspaceID))
 }
 
 // LockLiveJobs is LiveJobs under FOR UPDATE: River fetches with SKIP
 // LOCKED, so until the caller's transaction ends no worker starts them.
-func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]JobRef, error) {
-	return queryJobs(ctx, tx, `
-		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
+func (st *Store) LockLiveJobs(ctx context.Context, tx DB, kind, workspaceID string) ([]JobRef, error) {
+	return st.queryJobs(ctx, tx, `
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
 		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
 			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, CanonicalID(workspaceID))
 }
@@ -45,22 +43,22 @@ func LockLiveJobs(ctx context.Context, tx pgx.Tx, kind, workspaceID string) ([]J
 // LiveInstanceTerminates lists live instance_terminate jobs for one
 // instance: an instance condemned as an orphan must not be adopted or
 // recorded by a provision, whichever commits first.
-func LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
-	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
+func (st *Store) LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
+	return st.queryJobs(ctx, db, `
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
 		WHERE kind = 'instance_terminate' AND args @> jsonb_build_object('instance_id', $1::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, instanceID)
 }
 
 // JobsForWorkspace lists every job of a workspace, any state (timeline).
-func JobsForWorkspace(ctx context.Context, db DB, workspaceID string) ([]JobRef, error) {
-	return queryJobs(ctx, db, `
-		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM river_job
+func (st *Store) JobsForWorkspace(ctx context.Context, db DB, workspaceID string) ([]JobRef, error) {
+	return st.queryJobs(ctx, db, `
+		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
 		WHERE args @> jsonb_build_object('workspace_id', $1::text) ORDER BY id`, CanonicalID(workspaceID))
 }
 
-func queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, error) {
-	rows, err := db.Query(ctx, sql, args...)
+func (st *Store) queryJobs(ctx context.Context, db DB, sql string, args ...any) ([]JobRef, error) {
+	rows, err := st.on(db).Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query jobs: %w", err)
 	}

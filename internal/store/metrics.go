@@ -29,20 +29,20 @@ type QueueStats struct {
 // ReadQueueStats reads every gauge in one snapshot. Each query is a
 // GROUP BY over an indexed column, bounded by the number of kinds and
 // statuses, so it stays cheap to run every few seconds.
-func ReadQueueStats(ctx context.Context, db DB) (QueueStats, error) {
+func (st *Store) ReadQueueStats(ctx context.Context, db DB) (QueueStats, error) {
 	s := QueueStats{
 		JobsByKindState:        map[[2]string]int64{},
 		OldestAvailableSeconds: map[string]float64{},
 		WorkspacesByStatus:     map[string]int64{},
 		PausedQueues:           map[string]bool{},
 	}
-	if err := s.readJobs(ctx, db); err != nil {
+	if err := s.readJobs(ctx, st.on(db)); err != nil {
 		return s, err
 	}
-	if err := s.readQueues(ctx, db); err != nil {
+	if err := s.readQueues(ctx, st.on(db)); err != nil {
 		return s, err
 	}
-	if err := s.readWorkspaces(ctx, db); err != nil {
+	if err := s.readWorkspaces(ctx, st.on(db)); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -52,7 +52,7 @@ func (s *QueueStats) readJobs(ctx context.Context, db DB) error {
 	rows, err := db.Query(ctx, `
 		SELECT kind, state::text, count(*),
 			coalesce(extract(epoch FROM now() - min(scheduled_at)), 0)::float8
-		FROM river_job GROUP BY kind, state`)
+		FROM {schema}.river_job GROUP BY kind, state`)
 	if err != nil {
 		return fmt.Errorf("store: read job stats: %w", err)
 	}
@@ -79,7 +79,7 @@ func (s *QueueStats) readWorkspaces(ctx context.Context, db DB) error {
 	rows, err := db.Query(ctx, `
 		SELECT status, count(*),
 			coalesce(extract(epoch FROM now() - min(status_changed_at)), 0)::float8
-		FROM workspaces GROUP BY status`)
+		FROM {schema}.workspaces GROUP BY status`)
 	if err != nil {
 		return fmt.Errorf("store: read workspace stats: %w", err)
 	}
@@ -103,7 +103,7 @@ func (s *QueueStats) readWorkspaces(ctx context.Context, db DB) error {
 }
 
 func (s *QueueStats) readQueues(ctx context.Context, db DB) error {
-	rows, err := db.Query(ctx, `SELECT name, paused_at IS NOT NULL FROM river_queue`)
+	rows, err := db.Query(ctx, `SELECT name, paused_at IS NOT NULL FROM {schema}.river_queue`)
 	if err != nil {
 		return fmt.Errorf("store: read queues: %w", err)
 	}

@@ -19,9 +19,9 @@ const sweepLockKey int64 = 0x6f7270685f737770 // "orph_swp"
 // connection: the lock is held by the session, not a transaction, so no
 // transaction stays open across the sweep's CP calls). It reports false
 // when another sweep holds it.
-func TryLockSweep(ctx context.Context, db DB) (bool, error) {
+func (st *Store) TryLockSweep(ctx context.Context, db DB) (bool, error) {
 	var ok bool
-	if err := db.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, sweepLockKey).Scan(&ok); err != nil {
+	if err := st.on(db).QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, sweepLockKey).Scan(&ok); err != nil {
 		return false, fmt.Errorf("store: try sweep lock: %w", err)
 	}
 	return ok, nil
@@ -29,9 +29,9 @@ func TryLockSweep(ctx context.Context, db DB) (bool, error) {
 
 // UnlockSweep releases the sweep lock taken by TryLockSweep on the same
 // session.
-func UnlockSweep(ctx context.Context, db DB) error {
+func (st *Store) UnlockSweep(ctx context.Context, db DB) error {
 	var ok bool
-	if err := db.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, sweepLockKey).Scan(&ok); err != nil {
+	if err := st.on(db).QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, sweepLockKey).Scan(&ok); err != nil {
 		return fmt.Errorf("store: release sweep lock: %w", err)
 	}
 	if !ok {
@@ -41,9 +41,9 @@ func UnlockSweep(ctx context.Context, db DB) error {
 }
 
 // CountWorkspaces counts every row: the database side's examined total.
-func CountWorkspaces(ctx context.Context, db DB) (int, error) {
+func (st *Store) CountWorkspaces(ctx context.Context, db DB) (int, error) {
 	var n int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM workspaces`).Scan(&n); err != nil {
+	if err := st.on(db).QueryRow(ctx, `SELECT count(*) FROM {schema}.workspaces`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count workspaces: %w", err)
 	}
 	return n, nil
@@ -80,14 +80,14 @@ const suspectSelect = `
 	SELECT w.id::text, w.status, w.desired_state, coalesce(w.instance_id, ''), w.generation, w.status_changed_at,
 		w.status_changed_at < now() - $1::interval,
 		CASE WHEN w.status IN ('stopping', 'provisioning') THEN EXISTS (
-			SELECT 1 FROM river_job j
+			SELECT 1 FROM {schema}.river_job j
 			WHERE j.kind = CASE WHEN w.status = 'provisioning' THEN $2 ELSE $3 END
 				AND j.args @> jsonb_build_object('workspace_id', w.id::text)
 				AND j.state IN ` + liveJobStates + `) ELSE false END,
 		coalesce(d.id, 0), coalesce(d.state::text, '')
-	FROM workspaces w
+	FROM {schema}.workspaces w
 	LEFT JOIN LATERAL (
-		SELECT j.id, j.state FROM river_job j
+		SELECT j.id, j.state FROM {schema}.river_job j
 		WHERE w.status = 'stopping' AND j.kind = $3
 			AND j.args @> jsonb_build_object('workspace_id', w.id::text)
 			AND j.state IN ('discarded', 'cancelled')
@@ -103,14 +103,14 @@ const suspectWhere = `(
 // SuspectRows reads one page of suspects after the id after ("" for the
 // first page), in id order: keyset paging, so memory stays flat however
 // many rows there are and rows changed by the sweep are never revisited.
-func SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadline time.Duration, after string, limit int) ([]SuspectRow, error) {
+func (st *Store) SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadline time.Duration, after string, limit int) ([]SuspectRow, error) {
 	args := []any{interval(deadline), kinds.Provision, kinds.Terminate, limit}
 	keyset := ""
 	if after != "" {
 		keyset = ` AND w.id > $5::uuid`
 		args = append(args, after)
 	}
-	rows, err := db.Query(ctx, suspectSelect+` WHERE `+suspectWhere+keyset+` ORDER BY w.id LIMIT $4`, args...)
+	rows, err := st.on(db).Query(ctx, suspectSelect+` WHERE `+suspectWhere+keyset+` ORDER BY w.id LIMIT $4`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: read sweep suspects: %w", err)
 	}
@@ -132,8 +132,8 @@ func SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadline time.Dur
 // LockSuspect re-reads one row and its job facts under FOR UPDATE, the
 // lock every transition takes, so the sweep decides again on what is
 // committed now rather than on its page read.
-func LockSuspect(ctx context.Context, tx pgx.Tx, kinds SweepKinds, deadline time.Duration, id string) (SuspectRow, error) {
-	row := tx.QueryRow(ctx, suspectSelect+` WHERE w.id = $4::uuid FOR UPDATE OF w`,
+func (st *Store) LockSuspect(ctx context.Context, tx DB, kinds SweepKinds, deadline time.Duration, id string) (SuspectRow, error) {
+	row := st.on(tx).QueryRow(ctx, suspectSelect+` WHERE w.id = $4::uuid FOR UPDATE OF w`,
 		interval(deadline), kinds.Provision, kinds.Terminate, id)
 	s, err := scanSuspect(row)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -168,14 +168,14 @@ type InstanceOwner struct {
 // (instance, workspace) pair, whether the workspace has a row and whether
 // any row records the instance, and whether a live job of
 // instanceTerminateKind already holds it. Keyed by instance id.
-func InstanceOwners(ctx context.Context, db DB, instanceTerminateKind string, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
-	rows, err := db.Query(ctx, `
+func (st *Store) InstanceOwners(ctx context.Context, db DB, instanceTerminateKind string, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
+	rows, err := st.on(db).Query(ctx, `
 		SELECT i.iid, w.id IS NOT NULL, coalesce(w.status, ''), coalesce(w.instance_id, ''),
-			EXISTS (SELECT 1 FROM workspaces r WHERE r.instance_id = i.iid),
-			EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $3
+			EXISTS (SELECT 1 FROM {schema}.workspaces r WHERE r.instance_id = i.iid),
+			EXISTS (SELECT 1 FROM {schema}.river_job j WHERE j.kind = $3
 				AND j.args @> jsonb_build_object('instance_id', i.iid) AND j.state IN `+liveJobStates+`)
 		FROM unnest($1::text[], $2::uuid[]) AS i(iid, wid)
-		LEFT JOIN workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs, instanceTerminateKind)
+		LEFT JOIN {schema}.workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs, instanceTerminateKind)
 	if err != nil {
 		return nil, fmt.Errorf("store: look up listed instances: %w", err)
 	}
@@ -197,10 +197,10 @@ func InstanceOwners(ctx context.Context, db DB, instanceTerminateKind string, in
 
 // WorkspacesWithLiveJobs returns which of workspaceIDs have a live job of
 // kind, in one query (one GIN lookup per id), keyed by canonical id.
-func WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceIDs []string) (map[string]bool, error) {
-	rows, err := db.Query(ctx, `
+func (st *Store) WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceIDs []string) (map[string]bool, error) {
+	rows, err := st.on(db).Query(ctx, `
 		SELECT w.id FROM unnest($2::text[]) AS w(id)
-		WHERE EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1
+		WHERE EXISTS (SELECT 1 FROM {schema}.river_job j WHERE j.kind = $1
 			AND j.args @> jsonb_build_object('workspace_id', w.id)
 			AND j.state IN `+liveJobStates+`)`, kind, canonicalIDs(workspaceIDs))
 	if err != nil {
@@ -224,9 +224,9 @@ func WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceID
 // InstanceRecorded reports whether any row records instanceID: a listed
 // instance tagged with one workspace but recorded on another must not be
 // condemned by the first one's check alone.
-func InstanceRecorded(ctx context.Context, db DB, instanceID string) (bool, error) {
+func (st *Store) InstanceRecorded(ctx context.Context, db DB, instanceID string) (bool, error) {
 	var ok bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workspaces WHERE instance_id = $1)`, instanceID).Scan(&ok)
+	err := st.on(db).QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM {schema}.workspaces WHERE instance_id = $1)`, instanceID).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("store: instance recorded: %w", err)
 	}
@@ -255,14 +255,14 @@ type DeadInstanceTerminate struct {
 // re-running them could never succeed.
 const deadInstanceTerminateSelect = `
 	SELECT DISTINCT ON (j.args->>'instance_id') j.id, j.state::text, lower(j.args->>'workspace_id'), j.args->>'instance_id'
-	FROM river_job j
+	FROM {schema}.river_job j
 	WHERE j.kind = $1 AND j.state IN ('discarded', 'cancelled')
 		AND j.args->>'instance_id' ~ '^i-[0-9a-f]{8,17}$'
 		AND j.args->>'workspace_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-		AND NOT EXISTS (SELECT 1 FROM river_job k WHERE k.kind = $1
+		AND NOT EXISTS (SELECT 1 FROM {schema}.river_job k WHERE k.kind = $1
 			AND k.args @> jsonb_build_object('instance_id', j.args->>'instance_id') AND k.state IN ` + liveJobStates + `)
-		AND NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.instance_id = j.args->>'instance_id')
-		AND NOT EXISTS (SELECT 1 FROM workspace_events e
+		AND NOT EXISTS (SELECT 1 FROM {schema}.workspaces w WHERE w.instance_id = j.args->>'instance_id')
+		AND NOT EXISTS (SELECT 1 FROM {schema}.workspace_events e
 			WHERE e.workspace_id = CASE WHEN j.args->>'workspace_id' ~* '^[0-9a-f-]{36}$' THEN (j.args->>'workspace_id')::uuid END
 				AND e.event = $2 AND e.fields->>'instance_id' = j.args->>'instance_id')`
 
@@ -271,13 +271,13 @@ const deadInstanceTerminateSelect = `
 // have one, while a forced sweep's jobs for workspaces this database never
 // had may be another deployment's instances, which an operator cancelled
 // on purpose (re-running them undid that Cancel, past the breaker).
-const deadInstanceTerminateRowExists = `EXISTS (SELECT 1 FROM workspaces w
+const deadInstanceTerminateRowExists = `EXISTS (SELECT 1 FROM {schema}.workspaces w
 	WHERE w.id = CASE WHEN j.args->>'workspace_id' ~* '^[0-9a-f-]{36}$' THEN (j.args->>'workspace_id')::uuid END)`
 
 // DeadInstanceTerminates reads one page of them after instance id after
 // ("" for the first page), in instance id order (keyset paging).
-func DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, after string, limit int) ([]DeadInstanceTerminate, error) {
-	rows, err := db.Query(ctx, `SELECT d.*, EXISTS (SELECT 1 FROM workspaces w WHERE w.id = d.workspace_id::uuid)
+func (st *Store) DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, after string, limit int) ([]DeadInstanceTerminate, error) {
+	rows, err := st.on(db).Query(ctx, `SELECT d.*, EXISTS (SELECT 1 FROM {schema}.workspaces w WHERE w.id = d.workspace_id::uuid)
 		FROM (`+deadInstanceTerminateSelect+`
 		AND j.args->>'instance_id' > $3
 		ORDER BY j.args->>'instance_id', j.id DESC LIMIT $4) d(id, state, workspace_id, instance_id)
@@ -303,11 +303,11 @@ func DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, a
 // StillDeadInstanceTerminate re-reads job jobID under FOR UPDATE and
 // reports whether it is still a dead instance_terminate to re-run (its
 // workspace's row still exists).
-func StillDeadInstanceTerminate(ctx context.Context, tx pgx.Tx, kind, terminatedEvent string, jobID int64) (bool, error) {
+func (st *Store) StillDeadInstanceTerminate(ctx context.Context, tx DB, kind, terminatedEvent string, jobID int64) (bool, error) {
 	var id int64
-	err := tx.QueryRow(ctx, `SELECT r.id FROM (`+deadInstanceTerminateSelect+`
+	err := st.on(tx).QueryRow(ctx, `SELECT r.id FROM (`+deadInstanceTerminateSelect+`
 		AND j.id = $3 AND `+deadInstanceTerminateRowExists+`) d(id, state, workspace_id, instance_id)
-		JOIN river_job r ON r.id = d.id FOR UPDATE OF r`,
+		JOIN {schema}.river_job r ON r.id = d.id FOR UPDATE OF r`,
 		kind, terminatedEvent, jobID).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil

@@ -79,15 +79,15 @@ func scanWorkspace(row pgx.Row) (Workspace, error) {
 
 // Get reads a workspace without locking it (workers read before a CP call
 // and decide again under the lock afterwards).
-func Get(ctx context.Context, db DB, id string) (Workspace, error) {
-	return scanWorkspace(db.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1`, id))
+func (st *Store) Get(ctx context.Context, db DB, id string) (Workspace, error) {
+	return scanWorkspace(st.on(db).QueryRow(ctx, `SELECT `+workspaceColumns+` FROM {schema}.workspaces WHERE id = $1`, id))
 }
 
 // Lock reads a workspace under FOR UPDATE. Every transition takes this
 // lock first, so recording an instance, adopting one and condemning one as
 // an orphan are serialised per workspace.
-func Lock(ctx context.Context, tx pgx.Tx, id string) (Workspace, error) {
-	return scanWorkspace(tx.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1 FOR UPDATE`, id))
+func (st *Store) Lock(ctx context.Context, tx DB, id string) (Workspace, error) {
+	return scanWorkspace(st.on(tx).QueryRow(ctx, `SELECT `+workspaceColumns+` FROM {schema}.workspaces WHERE id = $1 FOR UPDATE`, id))
 }
 
 // NewNonce mints the random token of a generation. It makes the provision
@@ -102,7 +102,7 @@ func NewNonce() string {
 // Create inserts a new row at generation 1 in status provisioning, with
 // its env, in one statement (a handler's transaction pays one round trip
 // for both). It reports false, and no row, when the row already exists.
-func Create(ctx context.Context, tx pgx.Tx, w Workspace, env map[string]string) (Workspace, bool, error) {
+func (st *Store) Create(ctx context.Context, tx DB, w Workspace, env map[string]string) (Workspace, bool, error) {
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -110,17 +110,17 @@ func Create(ctx context.Context, tx pgx.Tx, w Workspace, env map[string]string) 
 	if err != nil {
 		return Workspace{}, false, fmt.Errorf("store: encode env: %w", err)
 	}
-	created, err := scanWorkspace(tx.QueryRow(ctx, `
+	created, err := scanWorkspace(st.on(tx).QueryRow(ctx, `
 		WITH ws AS (
-			INSERT INTO workspaces (id, status, desired_state, generation, provision_nonce, runtime, tier, platform_url)
+			INSERT INTO {schema}.workspaces (id, status, desired_state, generation, provision_nonce, runtime, tier, platform_url)
 			VALUES ($1, 'provisioning', 'running', 1, $2, $3, $4, $5)
 			ON CONFLICT (id) DO NOTHING
 			RETURNING `+workspaceColumns+`
 		), env AS (
-			INSERT INTO workspace_env (workspace_id, env) SELECT id::uuid, $6 FROM ws
+			INSERT INTO {schema}.workspace_env (workspace_id, env) SELECT id::uuid, $6 FROM ws
 		)
 		SELECT * FROM ws`,
-		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL, b))
+		w.ID, w.Nonce, w.Runtime, w.Tier, w.PlatformURL, string(b)))
 	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, false, nil
 	}
@@ -141,14 +141,14 @@ type Spec struct {
 // failed (without an instance) or stopping (a restart's terminate
 // completing), and moves it to provisioning with a fresh nonce and no
 // instance. spec, when non-nil, replaces the frozen request.
-func StartGeneration(ctx context.Context, tx pgx.Tx, id string, fromGen int64, nonce string, spec *Spec) (Workspace, error) {
+func (st *Store) StartGeneration(ctx context.Context, tx DB, id string, fromGen int64, nonce string, spec *Spec) (Workspace, error) {
 	var runtime, platformURL *string
 	var tier *int
 	if spec != nil {
 		runtime, tier, platformURL = &spec.Runtime, &spec.Tier, &spec.PlatformURL
 	}
-	return scanWorkspace(tx.QueryRow(ctx, `
-		UPDATE workspaces SET
+	return scanWorkspace(st.on(tx).QueryRow(ctx, `
+		UPDATE {schema}.workspaces SET
 			generation = generation + 1, provision_nonce = $3, status = 'provisioning',
 			desired_state = 'running', instance_id = NULL, last_error = NULL,
 			runtime = coalesce($4, runtime), tier = coalesce($5, tier),
@@ -160,8 +160,8 @@ func StartGeneration(ctx context.Context, tx pgx.Tx, id string, fromGen int64, n
 }
 
 // SetSpec replaces the frozen request a row's next generation will use.
-func SetSpec(ctx context.Context, tx pgx.Tx, id string, spec Spec) error {
-	_, err := tx.Exec(ctx, `UPDATE workspaces SET runtime = $2, tier = $3, platform_url = $4, updated_at = now() WHERE id = $1`,
+func (st *Store) SetSpec(ctx context.Context, tx DB, id string, spec Spec) error {
+	_, err := st.on(tx).Exec(ctx, `UPDATE {schema}.workspaces SET runtime = $2, tier = $3, platform_url = $4, updated_at = now() WHERE id = $1`,
 		id, spec.Runtime, spec.Tier, spec.PlatformURL)
 	if err != nil {
 		return fmt.Errorf("store: set spec: %w", err)
@@ -171,7 +171,7 @@ func SetSpec(ctx context.Context, tx pgx.Tx, id string, spec Spec) error {
 
 // SetEnv stores the env map beside the row. It is read by the worker at
 // call time and never copied into job args, events or logs.
-func SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) error {
+func (st *Store) SetEnv(ctx context.Context, tx DB, id string, env map[string]string) error {
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -179,9 +179,9 @@ func SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) er
 	if err != nil {
 		return fmt.Errorf("store: encode env: %w", err)
 	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO workspace_env (workspace_id, env) VALUES ($1, $2)
-		ON CONFLICT (workspace_id) DO UPDATE SET env = excluded.env`, id, b)
+	_, err = st.on(tx).Exec(ctx, `
+		INSERT INTO {schema}.workspace_env (workspace_id, env) VALUES ($1, $2)
+		ON CONFLICT (workspace_id) DO UPDATE SET env = excluded.env`, id, string(b))
 	if err != nil {
 		return fmt.Errorf("store: set env: %w", err)
 	}
@@ -191,17 +191,17 @@ func SetEnv(ctx context.Context, tx pgx.Tx, id string, env map[string]string) er
 // DeleteEnv drops the env map of a workspace. A deleted workspace's
 // secrets were kept in workspace_env (and so in every later backup) for
 // as long as its row lived.
-func DeleteEnv(ctx context.Context, tx pgx.Tx, id string) error {
-	if _, err := tx.Exec(ctx, `DELETE FROM workspace_env WHERE workspace_id = $1`, id); err != nil {
+func (st *Store) DeleteEnv(ctx context.Context, tx DB, id string) error {
+	if _, err := st.on(tx).Exec(ctx, `DELETE FROM {schema}.workspace_env WHERE workspace_id = $1`, id); err != nil {
 		return fmt.Errorf("store: delete env: %w", err)
 	}
 	return nil
 }
 
 // Env reads the env map of a workspace (empty when none was stored).
-func Env(ctx context.Context, db DB, id string) (map[string]string, error) {
+func (st *Store) Env(ctx context.Context, db DB, id string) (map[string]string, error) {
 	var b []byte
-	err := db.QueryRow(ctx, `SELECT env FROM workspace_env WHERE workspace_id = $1`, id).Scan(&b)
+	err := st.on(db).QueryRow(ctx, `SELECT env FROM {schema}.workspace_env WHERE workspace_id = $1`, id).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return map[string]string{}, nil
 	}
@@ -220,14 +220,14 @@ func Env(ctx context.Context, db DB, id string) (map[string]string, error) {
 // when the row moved on, so the caller hands the instance to an
 // instance_terminate job instead (invariant 0).
 const recordInstanceSQL = `
-		UPDATE workspaces SET instance_id = $3, status = 'running', last_error = NULL,
+		UPDATE {schema}.workspaces SET instance_id = $3, status = 'running', last_error = NULL,
 			updated_at = now(), status_changed_at = now()
 		WHERE id = $1 AND generation = $2 AND status = 'provisioning' AND instance_id IS NULL
 		RETURNING id`
 
 // RecordInstance runs recordInstanceSQL, reporting whether it matched.
-func RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen int64, instanceID string) (bool, error) {
-	tag, err := tx.Exec(ctx, recordInstanceSQL, id, gen, instanceID)
+func (st *Store) RecordInstance(ctx context.Context, tx DB, id string, gen int64, instanceID string) (bool, error) {
+	tag, err := st.on(tx).Exec(ctx, recordInstanceSQL, id, gen, instanceID)
 	if err != nil {
 		return false, fmt.Errorf("store: record instance: %w", err)
 	}
@@ -236,9 +236,9 @@ func RecordInstance(ctx context.Context, tx pgx.Tx, id string, gen int64, instan
 
 // MarkFailed moves a row of generation gen from status from to failed,
 // keeping any recorded instance id so a later terminate can still find it.
-func MarkFailed(ctx context.Context, tx pgx.Tx, id string, gen int64, from, reason string) (bool, error) {
-	tag, err := tx.Exec(ctx, `
-		UPDATE workspaces SET status = 'failed', last_error = $4, updated_at = now(), status_changed_at = now()
+func (st *Store) MarkFailed(ctx context.Context, tx DB, id string, gen int64, from, reason string) (bool, error) {
+	tag, err := st.on(tx).Exec(ctx, `
+		UPDATE {schema}.workspaces SET status = 'failed', last_error = $4, updated_at = now(), status_changed_at = now()
 		WHERE id = $1 AND generation = $2 AND status = $3`,
 		id, gen, from, reason)
 	if err != nil {
@@ -248,9 +248,9 @@ func MarkFailed(ctx context.Context, tx pgx.Tx, id string, gen int64, from, reas
 }
 
 // MarkStopping moves a row to stopping with the given desired state.
-func MarkStopping(ctx context.Context, tx pgx.Tx, id, desired string) error {
-	_, err := tx.Exec(ctx, `
-		UPDATE workspaces SET status = 'stopping', desired_state = $2, updated_at = now(),
+func (st *Store) MarkStopping(ctx context.Context, tx DB, id, desired string) error {
+	_, err := st.on(tx).Exec(ctx, `
+		UPDATE {schema}.workspaces SET status = 'stopping', desired_state = $2, updated_at = now(),
 			status_changed_at = CASE WHEN status = 'stopping' THEN status_changed_at ELSE now() END
 		WHERE id = $1`, id, desired)
 	if err != nil {
@@ -261,8 +261,8 @@ func MarkStopping(ctx context.Context, tx pgx.Tx, id, desired string) error {
 
 // SetDesired records what the latest request asked for without changing
 // the status (a stop arriving while one is already under way).
-func SetDesired(ctx context.Context, tx pgx.Tx, id, desired string) error {
-	if _, err := tx.Exec(ctx, `UPDATE workspaces SET desired_state = $2, updated_at = now() WHERE id = $1`, id, desired); err != nil {
+func (st *Store) SetDesired(ctx context.Context, tx DB, id, desired string) error {
+	if _, err := st.on(tx).Exec(ctx, `UPDATE {schema}.workspaces SET desired_state = $2, updated_at = now() WHERE id = $1`, id, desired); err != nil {
 		return fmt.Errorf("store: set desired: %w", err)
 	}
 	return nil
@@ -274,7 +274,7 @@ func SetDesired(ctx context.Context, tx pgx.Tx, id, desired string) error {
 // recorded); the update is conditional on it so a row that changed under
 // the job is left alone.
 const markStoppedSQL = `
-		UPDATE workspaces SET
+		UPDATE {schema}.workspaces SET
 			status = CASE WHEN desired_state = 'deleted' THEN 'removed' ELSE 'stopped' END,
 			instance_id = NULL, last_error = NULL, updated_at = now(), status_changed_at = now()
 		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2
@@ -282,9 +282,9 @@ const markStoppedSQL = `
 
 // MarkStoppedNoInstance stops a failed row that never got an instance:
 // nothing runs, so no CP call is needed.
-func MarkStoppedNoInstance(ctx context.Context, tx pgx.Tx, id, desired string) error {
-	_, err := tx.Exec(ctx, `
-		UPDATE workspaces SET desired_state = $2,
+func (st *Store) MarkStoppedNoInstance(ctx context.Context, tx DB, id, desired string) error {
+	_, err := st.on(tx).Exec(ctx, `
+		UPDATE {schema}.workspaces SET desired_state = $2,
 			status = CASE WHEN $2 = 'deleted' THEN 'removed' ELSE 'stopped' END,
 			updated_at = now(), status_changed_at = now()
 		WHERE id = $1 AND instance_id IS NULL`, id, desired)
@@ -297,9 +297,9 @@ func MarkStoppedNoInstance(ctx context.Context, tx pgx.Tx, id, desired string) e
 // ClearInstanceForStop drops the recorded id of a stopping row once the
 // CP confirmed it gone, keeping the row in stopping (used before starting
 // the next generation of a restart).
-func ClearInstanceForStop(ctx context.Context, tx pgx.Tx, id, instanceID string) (bool, error) {
-	tag, err := tx.Exec(ctx, `
-		UPDATE workspaces SET instance_id = NULL, updated_at = now()
+func (st *Store) ClearInstanceForStop(ctx context.Context, tx DB, id, instanceID string) (bool, error) {
+	tag, err := st.on(tx).Exec(ctx, `
+		UPDATE {schema}.workspaces SET instance_id = NULL, updated_at = now()
 		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2`, id, instanceID)
 	if err != nil {
 		return false, fmt.Errorf("store: clear instance: %w", err)

@@ -109,7 +109,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	if len(live) == 0 {
 		return nil
 	}
-	owners, err := store.InstanceOwners(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, ids, wss)
+	owners, err := r.d.Store.InstanceOwners(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, ids, wss)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	if len(old) == 0 {
 		return nil
 	}
-	inFlight, err := store.WorkspacesWithLiveJobs(ctx, r.d.Pool, r.d.Kinds.Provision, oldWS)
+	inFlight, err := r.d.Store.WorkspacesWithLiveJobs(ctx, r.d.Pool, r.d.Kinds.Provision, oldWS)
 	if err != nil {
 		return err
 	}
@@ -269,15 +269,15 @@ func (r *run) actCP(ctx context.Context, sc cpScan) {
 func (r *run) terminateInstance(ctx context.Context, c candidate) {
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
-		if _, err := store.Lock(ctx, tx, c.ws); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := r.d.Store.Lock(ctx, tx, c.ws); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		recorded, err := store.InstanceRecorded(ctx, tx, c.inst)
+		recorded, err := r.d.Store.InstanceRecorded(ctx, tx, c.inst)
 		if err != nil || recorded {
 			outcome = "changed"
 			return err
 		}
-		if live, err := store.LiveJobs(ctx, tx, r.d.Kinds.Provision, c.ws); err != nil || len(live) > 0 {
+		if live, err := r.d.Store.LiveJobs(ctx, tx, r.d.Kinds.Provision, c.ws); err != nil || len(live) > 0 {
 			outcome = "changed"
 			return err
 		}
@@ -287,7 +287,7 @@ func (r *run) terminateInstance(ctx context.Context, c candidate) {
 			return err
 		}
 		outcome = "enqueued"
-		return store.AppendEvent(ctx, tx, store.Event{WorkspaceID: c.ws, Event: obs.EvOrphanFound, Actor: actorSweep,
+		return r.d.Store.AppendEvent(ctx, tx, store.Event{WorkspaceID: c.ws, Event: obs.EvOrphanFound, Actor: actorSweep,
 			Fields: map[string]any{"instance_id": c.inst, "class": c.class, "launched_at": c.launched,
 				"action": "instance_terminate", "instance_terminate_job_id": id}})
 	})

@@ -26,14 +26,14 @@ const (
 // sweepDB re-drives the rows the database itself shows as stuck, page by
 // page in id order.
 func (r *run) sweepDB(ctx context.Context) error {
-	n, err := store.CountWorkspaces(ctx, r.d.Pool)
+	n, err := r.d.Store.CountWorkspaces(ctx, r.d.Pool)
 	if err != nil {
 		return err
 	}
 	r.res.ExaminedRows = n
 	after := ""
 	for {
-		rows, err := store.SuspectRows(ctx, r.d.Pool, r.d.Kinds, r.s.ProvisioningDeadline, after, r.s.PageSize)
+		rows, err := r.d.Store.SuspectRows(ctx, r.d.Pool, r.d.Kinds, r.s.ProvisioningDeadline, after, r.s.PageSize)
 		if err != nil {
 			return err
 		}
@@ -54,7 +54,7 @@ func (r *run) sweepDB(ctx context.Context) error {
 func (r *run) sweepDeadInstanceTerminates(ctx context.Context) error {
 	after := ""
 	for {
-		dead, err := store.DeadInstanceTerminates(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, after, r.s.PageSize)
+		dead, err := r.d.Store.DeadInstanceTerminates(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, after, r.s.PageSize)
 		if err != nil {
 			return err
 		}
@@ -90,10 +90,10 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 	}
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
-		if _, err := store.Lock(ctx, tx, d.WorkspaceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := r.d.Store.Lock(ctx, tx, d.WorkspaceID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		still, err := store.StillDeadInstanceTerminate(ctx, tx, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, d.JobID)
+		still, err := r.d.Store.StillDeadInstanceTerminate(ctx, tx, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, d.JobID)
 		if err != nil || !still {
 			outcome = outChanged
 			return err
@@ -102,7 +102,7 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 			return err
 		}
 		outcome = outRetried
-		return store.AppendEvent(ctx, tx, store.Event{WorkspaceID: d.WorkspaceID, Event: obs.EvOrphanFound, Actor: actorSweep,
+		return r.d.Store.AppendEvent(ctx, tx, store.Event{WorkspaceID: d.WorkspaceID, Event: obs.EvOrphanFound, Actor: actorSweep,
 			Fields: map[string]any{"instance_id": d.InstanceID, "class": class, "retried_job_id": d.JobID}})
 	})
 	r.count(outcome, err, "re-run instance_terminate "+d.InstanceID, true)
@@ -144,7 +144,7 @@ func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
 	}
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
-		cur, err := store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
+		cur, err := r.d.Store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur) != class) {
 			outcome = outChanged
 			return nil
@@ -171,7 +171,7 @@ func (r *run) apply(ctx context.Context, tx pgx.Tx, class string, w store.Suspec
 		if w.Desired == store.DesiredDeleted || w.Status == store.StatusRemoved {
 			desired = store.DesiredDeleted
 		}
-		if err := store.MarkStopping(ctx, tx, w.ID, desired); err != nil {
+		if err := r.d.Store.MarkStopping(ctx, tx, w.ID, desired); err != nil {
 			return "", err
 		}
 		ev.Fields["desired"] = desired
@@ -191,14 +191,14 @@ func (r *run) apply(ctx context.Context, tx pgx.Tx, class string, w store.Suspec
 	case ClassStuckProvisioning:
 		reason := fmt.Sprintf("stuck in provisioning for over %s with no live provision job (marked by the orphan sweep)",
 			r.s.ProvisioningDeadline)
-		ok, err := store.MarkFailed(ctx, tx, w.ID, w.Generation, store.StatusProvisioning, reason)
+		ok, err := r.d.Store.MarkFailed(ctx, tx, w.ID, w.Generation, store.StatusProvisioning, reason)
 		if err != nil || !ok {
 			return outChanged, err
 		}
 		ev.Event, ev.Fields = obs.EvProvisionFailed, map[string]any{"class": class, "error": reason, "generation": w.Generation}
 		outcome = outFailed
 	}
-	return outcome, store.AppendEvent(ctx, tx, ev)
+	return outcome, r.d.Store.AppendEvent(ctx, tx, ev)
 }
 
 // count tallies a committed action. Actions that did not happen give

@@ -41,6 +41,7 @@ type Jobs interface {
 // Deps is what a sweep needs.
 type Deps struct {
 	Pool    *pgxpool.Pool
+	Store   *store.Store // the schema the sweep reads and writes
 	CP      cp.API
 	Jobs    Jobs             // may be nil on a dry run
 	Kinds   store.SweepKinds // InstanceTerminate included
@@ -170,7 +171,7 @@ func (r *run) locked(ctx context.Context, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("sweep: acquire connection for the lock: %w", err)
 	}
-	ok, err := store.TryLockSweep(ctx, conn)
+	ok, err := r.d.Store.TryLockSweep(ctx, conn)
 	if err != nil || !ok {
 		conn.Release()
 		r.res.Skipped = SkippedLocked
@@ -181,7 +182,7 @@ func (r *run) locked(ctx context.Context, fn func() error) error {
 		// the lock cannot stay with a pooled connection forever.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := store.UnlockSweep(uctx, conn); err != nil {
+		if err := r.d.Store.UnlockSweep(uctx, conn); err != nil {
 			_ = conn.Conn().Close(uctx)
 		}
 		conn.Release()

@@ -1,6 +1,8 @@
 package testdb
 
 import (
+	"github.com/molecule-ai/provision-worker/internal/store"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
@@ -12,6 +14,9 @@ import (
 // edited migration gets a fresh template instead of a stale one.
 func migrationsDigest() string {
 	h := sha256.New()
+	// The layout (which schema the files go into) is part of the template:
+	// a template migrated into public must not be reused.
+	h.Write([]byte("schema:" + store.DefaultSchema + "\n"))
 	_ = fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

@@ -4,6 +4,9 @@
 package testdb
 
 import (
+	"github.com/molecule-ai/provision-worker/internal/store"
+	"strings"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -67,7 +70,7 @@ func Create(ctx context.Context) (string, func(), error) {
 // NewPool is New plus a pool closed when t ends.
 func NewPool(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	url := New(t)
+	url := WithSearchPath(New(t))
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatalf("testdb: pool: %v", err)
@@ -135,7 +138,7 @@ func migrateURL(ctx context.Context, url string) error {
 		return fmt.Errorf("template pool: %w", err)
 	}
 	defer pool.Close()
-	m, err := migrate.New(pool)
+	m, err := migrate.New(pool, "")
 	if err != nil {
 		return err
 	}
@@ -160,6 +163,19 @@ func urlFor(db string) string {
 		return AdminURL()
 	}
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, db)
+}
+
+// WithSearchPath is url with the session's search_path set to the worker's
+// schema, then public. Tests that read and seed the project's tables with
+// their own SQL use it; the worker's own statements name the schema and
+// never depend on it (TestHostDatabase_* run the worker on plain URLs
+// beside a host's own workspaces table in public).
+func WithSearchPath(url string) string {
+	sep := "&"
+	if !strings.Contains(url, "?") {
+		sep = "?"
+	}
+	return url + sep + "search_path=" + store.DefaultSchema + ",public"
 }
 
 func randomHex(n int) string {

@@ -1,0 +1,96 @@
+// Package handler is how a host on database/sql and lib/pq adopts the
+// worker: each request runs in the handler's own *sql.Tx, right before
+// its Commit. It is its own module, so it can only use what the worker
+// exports (a type from an internal package would not compile here).
+package handler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	_ "github.com/lib/pq" // the host's driver
+
+	"github.com/molecule-ai/provision-worker/jobs"
+)
+
+// Open connects as the host does and builds the insert-only River client
+// its handlers enqueue through, in the worker's schema (DATABASE_SCHEMA).
+func Open(dbURL, schema string) (*sql.DB, *jobs.SQLClient, error) {
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open: %w", err)
+	}
+	client, err := jobs.NewInsertClientSQL(db, jobs.Settings{Schema: schema})
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return db, client, nil
+}
+
+// Create inserts the host's row and asks for its provision: both commit
+// together, or neither exists.
+func Create(ctx context.Context, db *sql.DB, client *jobs.SQLClient, id, name string) (jobs.Workspace, error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return jobs.Workspace{}, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx,
+		`INSERT INTO workspaces (id, name, status) VALUES ($1, $2, 'provisioning')`, id, name); err != nil {
+		return jobs.Workspace{}, fmt.Errorf("insert workspace: %w", err)
+	}
+	res, err := jobs.RequestProvision(ctx, tx, client, jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python"})
+	if err != nil {
+		return jobs.Workspace{}, err // the transaction is broken: roll it back
+	}
+	return res.Workspace, tx.Commit()
+}
+
+// DeleteSubtree asks for every workspace of a subtree to be removed, in
+// one transaction: a failure asks for none of them.
+func DeleteSubtree(ctx context.Context, db *sql.DB, client *jobs.SQLClient, ids []string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, id := range ids {
+		req := jobs.TerminateRequest{WorkspaceID: id, Delete: true, Actor: "delete-handler"}
+		if _, err := jobs.RequestTerminate(ctx, tx, client, req); err != nil && !errors.Is(err, jobs.ErrUnknownWorkspace) {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Restart asks for a stop and a fresh generation.
+func Restart(ctx context.Context, db *sql.DB, client *jobs.SQLClient, id string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := jobs.RequestRestart(ctx, tx, client, id, "restart-handler"); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Describe reads the worker's view of a workspace for the host's API.
+func Describe(ctx context.Context, db *sql.DB, schema, id string) (string, error) {
+	ws, err := jobs.GetWorkspace(ctx, jobs.SQLDB(db), schema, id)
+	if err != nil {
+		return "", err
+	}
+	switch ws.Status {
+	case jobs.StatusRunning:
+		return "online on " + ws.InstanceID, nil
+	case jobs.StatusFailed:
+		return "failed", nil // ws.LastError stays in the worker's logs
+	default:
+		return string(ws.Status), nil
+	}
+}
