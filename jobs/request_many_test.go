@@ -3,10 +3,12 @@ package jobs_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
@@ -162,4 +164,65 @@ func TestDriversMany_RollbackLeavesNothingCommitCompletes(t *testing.T) {
 			}
 		})
 	}
+}
+
+type statementCounter struct{ n atomic.Int64 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// The set-based paths send as many statements for 40 workspaces as for
+// 4: a loop of single requests would send several per workspace.
+func TestRequestMany_StatementsDoNotGrowWithTheBatch(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(e.Pool.Config().ConnString())
+	require.NoError(t, err)
+	counter := &statementCounter{}
+	cfg.ConnConfig.Tracer = counter
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	client, err := jobs.NewInsertClient(pool, jobs.Settings{})
+	require.NoError(t, err)
+	statements := func(n int, req string) int64 {
+		ids := make([]string, n)
+		reqs := make([]jobs.ProvisionRequest, n)
+		for i := range ids {
+			ids[i] = uuid.NewString()
+			reqs[i] = jobs.ProvisionRequest{WorkspaceID: ids[i], Env: map[string]string{"K": "v"}}
+		}
+		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := jobs.RequestProvisionMany(ctx, tx, client, reqs)
+			return err
+		}))
+		var terminate []string
+		for _, id := range ids {
+			if req == reqTerminate {
+				terminate = append(terminate, id) // provisioning rows with a live job to cancel
+			}
+		}
+		before := counter.n.Load()
+		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if req == reqProvision {
+				for i := range reqs {
+					reqs[i].WorkspaceID = uuid.NewString()
+				}
+				_, err := jobs.RequestProvisionMany(ctx, tx, client, reqs)
+				return err
+			}
+			_, err := jobs.RequestTerminateMany(ctx, tx, client, terminate, jobs.TerminateOptions{Delete: true})
+			return err
+		}))
+		return counter.n.Load() - before
+	}
+	require.Equal(t, statements(4, reqProvision), statements(40, reqProvision), "provision")
+	small, large := statements(4, reqTerminate), statements(40, reqTerminate)
+	// Each never-attempted provision job is cancelled with its own
+	// JobCancelTx (documented): everything else is one statement per table.
+	require.Equal(t, small+36, large, "terminate: only the per-job cancels grow")
 }
