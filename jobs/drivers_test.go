@@ -22,6 +22,9 @@ type requests struct {
 	provision func(jobs.ProvisionRequest) (jobs.Result, error)
 	terminate func(jobs.TerminateRequest) (jobs.Result, error)
 	restart   func(id string) (jobs.Result, error)
+
+	provisionMany func([]jobs.ProvisionRequest) ([]jobs.Result, error)
+	terminateMany func([]string, jobs.TerminateOptions) ([]jobs.Result, error)
 }
 
 // inTx runs fn in a new transaction of one driver, then commits it or
@@ -49,6 +52,12 @@ var driverCases = []driverCase{
 					return jobs.RequestTerminate(ctx, tx, env.Insert, r)
 				},
 				restart: func(id string) (jobs.Result, error) { return jobs.RequestRestart(ctx, tx, env.Insert, id, "test") },
+				provisionMany: func(rs []jobs.ProvisionRequest) ([]jobs.Result, error) {
+					return jobs.RequestProvisionMany(ctx, tx, env.Insert, rs)
+				},
+				terminateMany: func(ids []string, o jobs.TerminateOptions) ([]jobs.Result, error) {
+					return jobs.RequestTerminateMany(ctx, tx, env.Insert, ids, o)
+				},
 			}), tx.Commit, tx.Rollback)
 		}
 	}},
@@ -73,6 +82,12 @@ func sqlDriver(driverName string) func(t *testing.T, env *jobtest.Env, url strin
 				provision: func(r jobs.ProvisionRequest) (jobs.Result, error) { return jobs.RequestProvision(ctx, tx, client, r) },
 				terminate: func(r jobs.TerminateRequest) (jobs.Result, error) { return jobs.RequestTerminate(ctx, tx, client, r) },
 				restart:   func(id string) (jobs.Result, error) { return jobs.RequestRestart(ctx, tx, client, id, "test") },
+				provisionMany: func(rs []jobs.ProvisionRequest) ([]jobs.Result, error) {
+					return jobs.RequestProvisionMany(ctx, tx, client, rs)
+				},
+				terminateMany: func(ids []string, o jobs.TerminateOptions) ([]jobs.Result, error) {
+					return jobs.RequestTerminateMany(ctx, tx, client, ids, o)
+				},
 			}), func(context.Context) error { return tx.Commit() }, func(context.Context) error { return tx.Rollback() })
 		}
 	}

@@ -50,6 +50,17 @@ type cellWant struct {
 
 func TestStateTable_EveryCell(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
+	for req, row := range stateTable() {
+		for from, want := range row {
+			t.Run(req+"/"+orNone(from), func(t *testing.T) {
+				runCell(t, e, req, from, want)
+			})
+		}
+	}
+}
+
+// stateTable is design.md's table: request -> starting row -> what it does.
+func stateTable() map[string]map[string]cellWant {
 	P, T := jobs.KindProvision, jobs.KindTerminate
 	stoppingMeans := func(desired string, cancel bool) cellWant {
 		return cellWant{action: jobs.ActionStopping, status: store.StatusStopping, desired: desired,
@@ -63,7 +74,7 @@ func TestStateTable_EveryCell(t *testing.T) {
 	noop := func(status, desired string) cellWant {
 		return cellWant{action: jobs.ActionNoop, status: status, desired: desired}
 	}
-	table := map[string]map[string]cellWant{
+	return map[string]map[string]cellWant{
 		reqProvision: {
 			fromNone: {action: jobs.ActionCreated, status: store.StatusProvisioning, desired: store.DesiredRunning,
 				newJobs: []string{P}, resultJob: P},
@@ -107,13 +118,6 @@ func TestStateTable_EveryCell(t *testing.T) {
 			fromFailed:           nextGen,
 			fromFailedWithInstID: stoppingMeans(store.DesiredRunning, false),
 		},
-	}
-	for req, row := range table {
-		for from, want := range row {
-			t.Run(req+"/"+orNone(from), func(t *testing.T) {
-				runCell(t, e, req, from, want)
-			})
-		}
 	}
 }
 
@@ -184,6 +188,27 @@ func runCell(t *testing.T, e *jobtest.Env, req, from string, want cellWant) {
 		res, err = request(ctx, tx, e, req, before.ID)
 		return err
 	})
+	checkCell(t, e, cell{from: from, before: before, live: live, jobsBefore: jobsBefore}, res, err, want)
+}
+
+// cell is one seeded starting row of the table.
+type cell struct {
+	from       string
+	before     store.Workspace
+	live       *rivertype.JobRow
+	jobsBefore []store.JobRef
+}
+
+func newCell(t *testing.T, e *jobtest.Env, from string) cell {
+	before, live := seedCell(t, e, from)
+	return cell{from: from, before: before, live: live, jobsBefore: workspaceJobs(t, e, before.ID)}
+}
+
+// checkCell asserts that a request on c's row did what want says.
+func checkCell(t *testing.T, e *jobtest.Env, c cell, res jobs.Result, err error, want cellWant) {
+	t.Helper()
+	ctx := context.Background()
+	before, live, from, jobsBefore := c.before, c.live, c.from, c.jobsBefore
 	if want.unknown {
 		require.ErrorIs(t, err, jobs.ErrUnknownWorkspace)
 		_, err := store.MustFor("").Get(ctx, e.Pool, before.ID)

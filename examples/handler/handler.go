@@ -50,20 +50,42 @@ func Create(ctx context.Context, db *sql.DB, client *jobs.SQLClient, id, name st
 }
 
 // DeleteSubtree asks for every workspace of a subtree to be removed, in
-// one transaction: a failure asks for none of them.
+// one transaction and a handful of statements however many there are: a
+// failure asks for none of them. Ids the worker never saw refuse the
+// batch, naming them (errors.Is jobs.ErrUnknownWorkspace).
 func DeleteSubtree(ctx context.Context, db *sql.DB, client *jobs.SQLClient, ids []string) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	for _, id := range ids {
-		req := jobs.TerminateRequest{WorkspaceID: id, Delete: true, Actor: "delete-handler"}
-		if _, err := jobs.RequestTerminate(ctx, tx, client, req); err != nil && !errors.Is(err, jobs.ErrUnknownWorkspace) {
-			return err
+	opts := jobs.TerminateOptions{Delete: true, Actor: "delete-handler"}
+	if _, err := jobs.RequestTerminateMany(ctx, tx, client, ids, opts); err != nil {
+		if errors.Is(err, jobs.ErrUnknownWorkspace) {
+			return fmt.Errorf("subtree delete: %w", err)
 		}
+		return err
 	}
 	return tx.Commit()
+}
+
+// Import asks for many workspaces at once (an org import): new ids are
+// written set-based, one statement per table and one River InsertManyTx.
+func Import(ctx context.Context, db *sql.DB, client *jobs.SQLClient, ids []string) ([]jobs.Result, error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	reqs := make([]jobs.ProvisionRequest, len(ids))
+	for i, id := range ids {
+		reqs[i] = jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python", Actor: "import"}
+	}
+	results, err := jobs.RequestProvisionMany(ctx, tx, client, reqs) // results[i] answers ids[i]
+	if err != nil {
+		return nil, err
+	}
+	return results, tx.Commit()
 }
 
 // Restart asks for a stop and a fresh generation.

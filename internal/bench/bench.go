@@ -94,7 +94,9 @@ func Figures() []Figure {
 			{Name: "enqueue_overhead_ratio_p50", AtMost: true, Limit: 1.3},
 			{Name: "enqueue_overhead_ratio_p99", AtMost: true, Limit: 1.3},
 		}},
-		{Name: "bulk", Run: Bulk},
+		{Name: "bulk", Run: Bulk, Targets: []Target{
+			{Name: "bulk_many_workspaces_per_s", Limit: 10_000},
+		}},
 		{Name: "throughput", Run: Throughput, Targets: []Target{
 			{Name: "throughput_ratio", Limit: 0.5},
 		}},

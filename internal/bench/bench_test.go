@@ -24,6 +24,7 @@ var expectedLines = []string{
 	"enqueue_row_change_queries", "enqueue_request_queries",
 	"bulk_enqueue_seconds", "bulk_enqueue_rows_jobs_per_s", "bulk_row_river_per_s",
 	"bulk_enqueue_vs_river_ratio", "bulk_river_insertmany_jobs_per_s",
+	"bulk_many_seconds", "bulk_many_workspaces_per_s", "bulk_river_insertmany_noop_jobs_per_s", "bulk_many_vs_insertmany_ratio",
 	"throughput_bare_river_jobs_per_s", "throughput_worker_jobs_per_s", "throughput_ratio",
 	"throughput_bare_river_queries_per_job", "throughput_worker_queries_per_job",
 	"pickup_prod_p50", "pickup_prod_p99", "pickup_prod_idle_queries_per_s",

@@ -119,7 +119,9 @@ func Enqueue(ctx context.Context, env *Env) ([]Result, error) {
 
 // Bulk is figure 2: an org import, N provisions in one transaction,
 // beside the same rows and jobs written on bare River one by one, and
-// River's InsertManyTx (jobs only) as the ceiling of batching.
+// River's InsertManyTx (jobs only) as the ceiling of batching; then the
+// same import through jobs.RequestProvisionMany beside River's
+// InsertManyTx of N no-op jobs, measured back to back.
 func Bulk(ctx context.Context, env *Env) ([]Result, error) {
 	pool, err := env.NewDB(ctx)
 	if err != nil {
@@ -142,12 +144,24 @@ func Bulk(ctx context.Context, env *Env) ([]Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bulk insert many: %w", err)
 	}
+	noop, err := timedInsertMany(ctx, pool, c, noopParams(n))
+	if err != nil {
+		return nil, fmt.Errorf("bulk insert many no-op: %w", err)
+	}
+	batch, err := requestMany(ctx, pool, c, n)
+	if err != nil {
+		return nil, fmt.Errorf("bulk request many: %w", err)
+	}
 	return []Result{
 		{"bulk_enqueue_seconds", ours.Seconds(), "s"},
 		{"bulk_enqueue_rows_jobs_per_s", perSecond(n, ours), "/s"},
 		{"bulk_row_river_per_s", perSecond(n, riverLoop), "/s"},
 		{"bulk_enqueue_vs_river_ratio", riverLoop.Seconds() / ours.Seconds(), "x"},
 		{"bulk_river_insertmany_jobs_per_s", perSecond(n, many), "/s"},
+		{"bulk_many_seconds", batch.Seconds(), "s"},
+		{"bulk_many_workspaces_per_s", perSecond(n, batch), "/s"},
+		{"bulk_river_insertmany_noop_jobs_per_s", perSecond(n, noop), "/s"},
+		{"bulk_many_vs_insertmany_ratio", perSecond(n, batch) / perSecond(n, noop), "x"},
 	}, nil
 }
 
@@ -169,6 +183,36 @@ func insertMany(ctx context.Context, pool *pgxpool.Pool, c *jobs.Client, n int) 
 	for i := range params {
 		params[i] = river.InsertManyParams{Args: jobs.ProvisionArgs{WorkspaceID: newUUID(), Generation: 1, Nonce: store.NewNonce()}}
 	}
+	return timedInsertMany(ctx, pool, c, params)
+}
+
+// noopParams are N of the throughput figure's no-op jobs (no uniqueness):
+// River's own ceiling for N jobs in one InsertManyTx. No worker runs in
+// this figure's database, so nothing works them.
+func noopParams(n int) []river.InsertManyParams {
+	params := make([]river.InsertManyParams, n)
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: noopArgs{Seq: i}}
+	}
+	return params
+}
+
+// requestMany is the import through this library: N new workspaces, each
+// with its env, in one RequestProvisionMany.
+func requestMany(ctx context.Context, pool *pgxpool.Pool, c *jobs.Client, n int) (time.Duration, error) {
+	reqs := make([]jobs.ProvisionRequest, n)
+	for i := range reqs {
+		reqs[i] = jobs.ProvisionRequest{WorkspaceID: newUUID(), Runtime: "bench", Env: map[string]string{"K": "v"}, Actor: "bench"}
+	}
+	start := time.Now()
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := jobs.RequestProvisionMany(ctx, tx, c, reqs)
+		return err
+	})
+	return time.Since(start), err
+}
+
+func timedInsertMany(ctx context.Context, pool *pgxpool.Pool, c *jobs.Client, params []river.InsertManyParams) (time.Duration, error) {
 	start := time.Now()
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		_, err := c.InsertManyTx(ctx, tx, params)
