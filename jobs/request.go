@@ -24,11 +24,25 @@ type Client = river.Client[pgx.Tx]
 // workers): for request handlers and the enqueue CLI. settings set the
 // attempt budgets of the jobs it inserts.
 func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
+	cfg, err := insertConfig(settings)
+	if err != nil {
+		return nil, err
+	}
+	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("river insert client: %w", err)
+	}
+	return c, nil
+}
+
+// insertConfig is the River config of an insert-only client, whatever its
+// driver: the schema checked, the attempt budgets applied at insert.
+func insertConfig(settings Settings) (*river.Config, error) {
 	settings = settings.withDefaults()
 	if _, err := store.For(settings.Schema); err != nil {
 		return nil, err
 	}
-	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	return &river.Config{
 		Schema: settings.Schema,
 		// River sends at most one insert notification per queue per
 		// FetchCooldown of the inserting client; at River's 100 ms a
@@ -37,11 +51,7 @@ func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
 		FetchCooldown: 5 * time.Millisecond,
 		Hooks:         []rivertype.Hook{&budgetHook{settings: settings}},
 		Logger:        quietLogger(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("river insert client: %w", err)
-	}
-	return c, nil
+	}, nil
 }
 
 // Actions a request can take, reported in Result.Action.

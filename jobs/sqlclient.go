@@ -3,13 +3,9 @@ package jobs
 import (
 	"database/sql"
 	"fmt"
-	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
-	"github.com/riverqueue/river/rivertype"
-
-	"github.com/molecule-ai/provision-worker/internal/store"
 )
 
 // SQLClient is the River client a database/sql host enqueues through: its
@@ -21,17 +17,11 @@ type SQLClient = river.Client[*sql.Tx]
 // settings.Schema, for RequestProvision, RequestTerminate and
 // RequestRestart inside the host's *sql.Tx.
 func NewInsertClientSQL(db *sql.DB, settings Settings) (*SQLClient, error) {
-	settings = settings.withDefaults()
-	if _, err := store.For(settings.Schema); err != nil {
+	cfg, err := insertConfig(settings)
+	if err != nil {
 		return nil, err
 	}
-	c, err := river.NewClient(riverdatabasesql.New(db), &river.Config{
-		Schema: settings.Schema,
-		// As NewInsertClient: see its comment.
-		FetchCooldown: 5 * time.Millisecond,
-		Hooks:         []rivertype.Hook{&budgetHook{settings: settings}},
-		Logger:        quietLogger(),
-	})
+	c, err := river.NewClient(riverdatabasesql.New(db), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
