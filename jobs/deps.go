@@ -26,6 +26,12 @@ type Deps struct {
 	Log      zerolog.Logger
 	Metrics  *obs.Metrics // nil: no metrics
 	Settings Settings
+	// Env, when set, supplies each provision's env at call time instead
+	// of the env stored beside the row (see EnvFunc).
+	Env EnvFunc
+	// OnOutcome, when set, tells the host's own row every outcome inside
+	// the worker's transaction (see OutcomeFunc).
+	OnOutcome OutcomeFunc
 }
 
 // ErrNotCompleted is returned when JobCompleteTx found the job no longer
