@@ -119,7 +119,7 @@ func requireAttr(t *testing.T, s tracetest.SpanStub, key, want string) {
 	t.Helper()
 	for _, a := range s.Attributes {
 		if string(a.Key) == key {
-			require.Equal(t, want, a.Value.Emit(), "span %s attribute %s", s.Name, key)
+			require.Equal(t, want, a.Value.String(), "span %s attribute %s", s.Name, key)
 			return
 		}
 	}
@@ -131,17 +131,17 @@ func spanText(s tracetest.SpanStub) string {
 	var b strings.Builder
 	fmt.Fprintln(&b, s.Name, s.Status.Description)
 	for _, a := range s.Attributes {
-		fmt.Fprintln(&b, a.Key, a.Value.Emit())
+		fmt.Fprintln(&b, a.Key, a.Value.String())
 	}
 	for _, ev := range s.Events {
 		fmt.Fprintln(&b, ev.Name)
 		for _, a := range ev.Attributes {
-			fmt.Fprintln(&b, a.Key, a.Value.Emit())
+			fmt.Fprintln(&b, a.Key, a.Value.String())
 		}
 	}
 	for _, l := range s.Links {
 		for _, a := range l.Attributes {
-			fmt.Fprintln(&b, a.Key, a.Value.Emit())
+			fmt.Fprintln(&b, a.Key, a.Value.String())
 		}
 	}
 	return b.String()
@@ -159,7 +159,7 @@ func spanTree(spans tracetest.SpanStubs) string {
 		for _, s := range children[parent] {
 			var attrs []string
 			for _, a := range s.Attributes {
-				attrs = append(attrs, fmt.Sprintf("%s=%s", a.Key, a.Value.Emit()))
+				attrs = append(attrs, fmt.Sprintf("%s=%s", a.Key, a.Value.String()))
 			}
 			sort.Strings(attrs)
 			fmt.Fprintf(&b, "%s%s [%s] trace=%s span=%s {%s}\n", strings.Repeat("  ", depth), s.Name,
