@@ -90,6 +90,7 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, err
 		RescueStuckJobsAfter:        opts.RescueAfter,
 		DiscardedJobRetentionPeriod: opts.DiscardedRetention,
 		Logger:                      opts.Logger,
+		Middleware:                  tracing(), // OpenTelemetry spans (jobs/tracing.go)
 	}
 	if opts.Sweep != nil {
 		if err := addSweep(cfg, workers, deps, *opts.Sweep); err != nil {

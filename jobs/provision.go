@@ -152,6 +152,7 @@ func notThisGeneration(inst cp.Instance, ws store.Workspace, stopped map[string]
 // cancelled, and nothing owned the instance. Both transactions run on
 // their own bounded context instead (ownContext).
 func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionArgs], inst cp.Instance, adopted bool) error {
+	spanInstance(ctx, inst.InstanceID)
 	rctx, cancel := ownContext(ctx)
 	defer cancel()
 	err := w.recordTx(rctx, job, inst, adopted)

@@ -51,6 +51,7 @@ func insertConfig(settings Settings) (*river.Config, error) {
 		FetchCooldown: 5 * time.Millisecond,
 		Hooks:         []rivertype.Hook{&budgetHook{settings: settings}},
 		Logger:        quietLogger(),
+		Middleware:    tracing(), // carries the caller's span into the job
 	}, nil
 }
 

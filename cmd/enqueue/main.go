@@ -10,23 +10,46 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/molecule-ai/provision-worker/internal/app"
+	"github.com/molecule-ai/provision-worker/internal/obs"
 )
 
 func main() {
+	os.Exit(run())
+}
+
+func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// With OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT set, the job's trace starts
+	// at this insert; a tracing setup error never blocks an operator.
+	if shutdown, err := obs.Setup(ctx, os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "enqueue: tracing off:", err)
+	} else {
+		defer flushTraces(shutdown)
+	}
 	cli := app.CLI{Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv, LookupEnv: os.LookupEnv}
 	err := app.RunEnqueue(ctx, cli, os.Args[1:])
 	switch {
 	case err == nil || app.IsHelp(err):
-		os.Exit(0)
+		return 0
 	case app.IsBadInput(err):
 		fmt.Fprintln(os.Stderr, "enqueue:", err)
-		os.Exit(2)
+		return 2
 	default:
 		fmt.Fprintln(os.Stderr, "enqueue:", err)
-		os.Exit(1)
+		return 1
+	}
+}
+
+// flushTraces exports the batched spans, bounded so a dead collector
+// cannot hold up the command.
+func flushTraces(shutdown func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := shutdown(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "enqueue: flush traces:", err)
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/app"
 	"github.com/molecule-ai/provision-worker/internal/config"
@@ -37,11 +40,27 @@ func run(args []string) int {
 	if err != nil {
 		return exit(fmt.Errorf("%w: LOG_LEVEL: %w", config.ErrUsage, err), app.WorkerUsage)
 	}
+	// Tracing is off unless OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT is set.
+	shutdownTracing, err := obs.Setup(ctx, os.Getenv)
+	if err != nil {
+		return exit(fmt.Errorf("%w: %w", config.ErrUsage, err), app.WorkerUsage)
+	}
+	defer flushTraces(shutdownTracing, log)
 	if err := app.RunWorker(ctx, cfg, log); err != nil {
 		log.Error().Err(err).Msg("worker failed")
 		return 1
 	}
 	return 0
+}
+
+// flushTraces exports the spans still batched, bounded so a dead
+// collector cannot hold up the exit.
+func flushTraces(shutdown func(context.Context) error, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := shutdown(ctx); err != nil {
+		log.Warn().Str("evt", "tracing.flush_failed").Err(err).Msg("flush traces")
+	}
 }
 
 // exit maps an error to the exit code: 0 done (or --help), 2 bad input,

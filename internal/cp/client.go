@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Route names, used as Error.Op and as the OnRequest route label.
@@ -48,10 +50,11 @@ var _ API = (*Client)(nil)
 
 // Client calls the CP. It is safe for concurrent use.
 type Client struct {
-	cfg  Config
-	base string
-	hc   *http.Client
-	now  func() time.Time
+	cfg    Config
+	base   string
+	hc     *http.Client
+	now    func() time.Time
+	tracer trace.Tracer
 }
 
 // New validates cfg and builds a Client. Redirects are never followed: Go's
@@ -74,7 +77,7 @@ func New(cfg Config) (*Client, error) {
 		hc = *cfg.HTTPClient // copy: never change the caller's client
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Client{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/"), hc: &hc, now: time.Now}, nil
+	return &Client{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/"), hc: &hc, now: time.Now, tracer: newTracer()}, nil
 }
 
 // pooledTransport is Go's default transport with room for every worker's
@@ -113,10 +116,10 @@ type answer struct {
 	body   []byte
 }
 
-// do sends one request under the per-request timeout and reads the body
-// within the cap. Only transport and read failures are errors here; status
-// handling is the caller's.
-func (c *Client) do(ctx context.Context, k call) (answer, error) {
+// send sends one request under the per-request timeout and reads the body
+// within the cap (do adds the trace span). Only transport and read failures
+// are errors here; status handling is the caller's.
+func (c *Client) send(ctx context.Context, k call) (answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	req, err := c.newRequest(ctx, k)
@@ -167,6 +170,7 @@ func (c *Client) newRequest(ctx context.Context, k call) (*http.Request, error) 
 	}
 	req.Header.Set("Accept", "application/json")
 	c.setAuth(req, k.admin)
+	injectTraceParent(ctx, req.Header)
 	if k.idemKey != "" {
 		req.Header.Set("Idempotency-Key", k.idemKey)
 	}

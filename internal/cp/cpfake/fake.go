@@ -85,6 +85,9 @@ type Request struct {
 	Header http.Header
 	Body   []byte
 	At     time.Time
+	// TraceParent is the W3C traceparent header the request carried ("" if
+	// none): tests check the CP call joined the job's trace.
+	TraceParent string
 }
 
 // Served describes one answered (or faulted) request, for logs.

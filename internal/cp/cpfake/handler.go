@@ -97,7 +97,8 @@ func (f *Fake) record(x *exchange) {
 		f.reqs = f.reqs[1:]
 	}
 	f.reqs = append(f.reqs, Request{Route: x.route, Method: x.r.Method, Path: x.r.URL.Path,
-		Query: x.r.URL.RawQuery, Header: x.r.Header.Clone(), Body: x.body, At: f.now()})
+		Query: x.r.URL.RawQuery, Header: x.r.Header.Clone(), Body: x.body, At: f.now(),
+		TraceParent: x.r.Header.Get("Traceparent")})
 }
 
 func (f *Fake) served(x *exchange, start time.Time) {
