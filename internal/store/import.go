@@ -22,7 +22,6 @@ type ImportedRow struct {
 	PlatformURL string `json:"platform_url"`
 }
 
-
 // ReadMany reads the rows of ids, in id order; lock takes them FOR UPDATE
 // (an import decides under the same row lock every transition takes; its
 // dry run reads without locking). Ids with no row are absent.
