@@ -3,11 +3,14 @@ package jobs_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
@@ -274,4 +277,58 @@ func TestImport_RefusesBadOptions(t *testing.T) {
 	require.Error(t, err)
 	_, err = jobs.Import(ctx, jobs.DB{}, nil, jobs.ImportOptions{})
 	require.Error(t, err)
+}
+
+// An import is three statements whatever its size (two reads, one write):
+// a fleet of 10,000 must not cost 30,000 round trips.
+func TestImport_StatementsDoNotGrowWithTheBatch(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(e.Pool.Config().ConnString())
+	require.NoError(t, err)
+	counter := &statementCounter{}
+	cfg.ConnConfig.Tracer = counter
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	statements := func(n int) int64 {
+		rows := make([]jobs.ImportRow, n)
+		for i := range rows {
+			rows[i] = jobs.ImportRow{WorkspaceID: uuid.NewString(), InstanceID: fmt.Sprintf("i-%017x", rand.Uint64()>>4)}
+		}
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		before := counter.n.Load()
+		rep, err := jobs.Import(ctx, jobs.PgxDB(tx), rows, jobs.ImportOptions{})
+		require.NoError(t, err)
+		require.Equal(t, n, rep.Created)
+		return counter.n.Load() - before
+	}
+	require.Equal(t, int64(3), statements(5))
+	require.Equal(t, int64(3), statements(2000))
+}
+
+// BenchmarkImport_10000 is one cutover of a 10,000-instance fleet, in one
+// transaction (rolled back, so every iteration imports afresh).
+func BenchmarkImport_10000(b *testing.B) {
+	e := jobtest.New(b, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	rows := make([]jobs.ImportRow, 10_000)
+	for i := range rows {
+		rows[i] = jobs.ImportRow{WorkspaceID: uuid.NewString(), InstanceID: fmt.Sprintf("i-%017x", rand.Uint64()>>4),
+			Runtime: "python", Tier: 1}
+	}
+	b.ResetTimer()
+	for range b.N {
+		tx, err := e.Pool.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := jobs.Import(ctx, jobs.PgxDB(tx), rows, jobs.ImportOptions{})
+		if err != nil || rep.Created != len(rows) {
+			b.Fatalf("import: %v, %+v", err, rep.Created)
+		}
+		_ = tx.Rollback(ctx)
+	}
 }

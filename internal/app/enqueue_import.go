@@ -24,6 +24,17 @@ func init() {
 // maxImportLine bounds one JSON line on stdin; a row is four short fields.
 const maxImportLine = 64 << 10
 
+const importUsage = `import [--dry-run] < rows.jsonl  |  import --query "SELECT ..." [--dry-run]
+
+Registers the host's running workspaces as owned and running, before the
+first sweep, in one transaction. stdin: one JSON object per line,
+{"workspace_id","instance_id","runtime","tier"} (and "platform_url");
+a malformed line exits 2 and imports nothing. A row that is re-run is
+"unchanged"; a row with a malformed id, an instance another workspace
+owns, or a workspace already registered otherwise is refused on its own:
+the others are imported, every refusal is listed on stdout, exit 1.
+`
+
 // importActor is the timeline's actor of a CLI import.
 const importActor = "enqueue import"
 
@@ -43,7 +54,7 @@ func runImport(ctx context.Context, cli CLI, args []string) error {
 	commonSettings(set, &c)
 	set.String(&query, "query", "", "", `read the rows from this SELECT instead of stdin: its columns are workspace_id, instance_id, runtime, tier, in that order (e.g. "SELECT id, instance_id, runtime, tier FROM public.workspaces WHERE instance_id IS NOT NULL AND status <> 'removed'")`)
 	set.Bool(&dryRun, "dry-run", "", false, "decide every row and report, change nothing")
-	if err := parseCmd(cli, set, &c, args, `import [--dry-run] < rows.jsonl   (one {"workspace_id","instance_id","runtime","tier"} per line)  |  import --query "SELECT ..." [--dry-run]`); err != nil {
+	if err := parseCmd(cli, set, &c, args, importUsage); err != nil {
 		return err
 	}
 	var rows []jobs.ImportRow
