@@ -332,3 +332,51 @@ func BenchmarkImport_10000(b *testing.B) {
 		_ = tx.Rollback(ctx)
 	}
 }
+
+// An import that decided "create" while another transaction was
+// registering the same workspace (an import, or a handler's provision)
+// must not overwrite it or fail the batch: once that transaction commits,
+// the row is refused with a reason and the rest is imported.
+func TestImport_ConcurrentRegistrationIsRefusedNotOverwritten(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	rows := liveFleet(e, 2)
+	first, err := e.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = first.Rollback(ctx) }()
+	_, err = jobs.Import(ctx, jobs.PgxDB(first), rows[:1], jobs.ImportOptions{Actor: "first"})
+	require.NoError(t, err)
+
+	type result struct {
+		rep jobs.ImportReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.err = pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) (err error) {
+			r.rep, err = jobs.Import(ctx, jobs.PgxDB(tx), rows, jobs.ImportOptions{Actor: "second"})
+			return err
+		})
+		done <- r
+	}()
+	// The second import waits on the first's uncommitted row; Postgres
+	// gives no signal for that but pg_stat_activity.
+	e.WaitFor("the second import to wait on the first's row", func() bool {
+		var waiting bool
+		require.NoError(t, e.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting))
+		return waiting
+	})
+	require.NoError(t, first.Commit(ctx))
+	r := <-done
+
+	require.NoError(t, r.err)
+	require.Equal(t, jobs.ImportRefused, r.rep.Outcomes[0].Action)
+	require.Contains(t, r.rep.Outcomes[0].Reason, "registered by a concurrent transaction")
+	require.Equal(t, jobs.ImportCreated, r.rep.Outcomes[1].Action)
+	evs, err := store.MustFor("").Events(ctx, e.Pool, rows[0].WorkspaceID)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, "first", evs[0].Actor)
+}
