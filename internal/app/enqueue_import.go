@@ -156,7 +156,8 @@ func parseImportLine(text []byte) (jobs.ImportRow, error) {
 }
 
 // queryImportRows runs the operator's query inside the import's
-// transaction, as a subquery: it can only select (a second statement or a
+// transaction, as a subquery (closed on a line of its own, so a trailing
+// -- comment cannot swallow the parenthesis): it can only select (a second statement or a
 // DELETE … RETURNING is a syntax error there), and its columns are cast to
 // the row's types, NULL runtime and tier read as "" and 0 (a NULL id is
 // refused by Import as malformed). A Postgres error in the query is bad
@@ -167,7 +168,7 @@ func queryImportRows(ctx context.Context, tx pgx.Tx, query string) ([]jobs.Impor
 		return nil, err
 	}
 	res, err := tx.Query(ctx, `SELECT coalesce(w::text, ''), coalesce(i::text, ''), coalesce(r::text, ''), coalesce(t::int, 0)
-		FROM (`+query+`) AS q(w, i, r, t)`)
+		FROM (`+query+"\n"+`) AS q(w, i, r, t)`)
 	if err != nil {
 		return nil, queryError(err)
 	}
@@ -189,7 +190,7 @@ func queryImportRows(ctx context.Context, tx pgx.Tx, query string) ([]jobs.Impor
 // checkImportColumns refuses a query without exactly four columns: a
 // `SELECT *` would otherwise be read by position.
 func checkImportColumns(ctx context.Context, tx pgx.Tx, query string) error {
-	res, err := tx.Query(ctx, `SELECT * FROM (`+query+`) AS q LIMIT 0`)
+	res, err := tx.Query(ctx, `SELECT * FROM (`+query+"\n"+`) AS q LIMIT 0`)
 	if err != nil {
 		return queryError(err)
 	}

@@ -200,13 +200,15 @@ func TestEnqueueImport_QueryReadsTheHostsTable(t *testing.T) {
 	odd := uuid.NewString()
 	_, err = env.Pool.Exec(ctx, `INSERT INTO public.workspaces (id, name, status, instance_id) VALUES ($1, 'odd', 'online', 'i-XYZ')`, odd)
 	require.NoError(t, err)
-	const q = `SELECT id, instance_id, runtime, tier FROM public.workspaces WHERE instance_id IS NOT NULL AND status <> 'removed' ORDER BY name, id;`
+	const q = `SELECT id, instance_id, runtime, tier FROM public.workspaces WHERE instance_id IS NOT NULL AND status <> 'removed' ORDER BY name, id`
 
-	dry, _, err := runImport(t, env, "", "--query", q, "--dry-run")
+	// A trailing semicolon, and a trailing comment, are part of how such
+	// a query gets pasted.
+	dry, _, err := runImport(t, env, "", "--query", q+";\n", "--dry-run")
 	require.Error(t, err, "a refused row exits 1 in a dry run too")
 	require.Equal(t, 3, dry.Created)
 
-	res, _, err := runImport(t, env, "", "--query", q)
+	res, _, err := runImport(t, env, "", "--query", q+" -- the host's live fleet")
 
 	require.Error(t, err)
 	require.False(t, app.IsBadInput(err))
