@@ -3,6 +3,12 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
 )
 
 // ImportRow is one of the host's running workspaces, registered as owned
@@ -45,10 +51,242 @@ type ImportReport struct {
 	Created, Unchanged, Refused int
 }
 
+// importActor is the timeline's actor when ImportOptions.Actor is empty.
+const importActor = "import"
+
 // Import registers rows as owned and running inside the caller's
-// transaction (db from PgxDB or SQLDB). It is idempotent, refuses a row
-// whose instance id is malformed or already owned by another workspace,
-// and, with DryRun, changes nothing.
+// transaction (db from PgxDB or SQLDB), so the first sweep after a
+// cutover sees the host's live fleet as its own: without it every running
+// instance is a stray, the breaker holds, and a `--force` would terminate
+// the fleet.
+//
+// Each row becomes a workspace row in status running (desired running,
+// generation 1, a fresh nonce) recording its instance, with a
+// workspace.imported event; no env is stored (a later restart takes its
+// env from the host's env hook, or from the request that asks for it).
+// A row already registered with the same instance and running is
+// unchanged, so a re-run is harmless.
+//
+// A row is refused, alone, when its values are malformed, its instance is
+// recorded on another workspace (or given for two workspaces in rows),
+// or its workspace is already registered with another instance or in a
+// state other than running: a refused row never stops the others, and the
+// report says why each was refused. A database error fails the whole call
+// (the caller rolls back). DryRun decides every row the same way, without
+// locking or writing anything. Three statements, whatever len(rows).
 func Import(ctx context.Context, db DB, rows []ImportRow, opts ImportOptions) (ImportReport, error) {
-	return ImportReport{}, errors.New("jobs: Import is not implemented yet")
+	st, err := store.For(opts.Schema)
+	if err != nil {
+		return ImportReport{}, err
+	}
+	if db.db == nil {
+		return ImportReport{}, errors.New("jobs: Import needs a DB from PgxDB or SQLDB")
+	}
+	actor := opts.Actor
+	if actor == "" {
+		actor = importActor
+	}
+	if err := validateActor(actor); err != nil {
+		return ImportReport{}, err
+	}
+	im := newImport(rows)
+	if err := im.decide(ctx, st, db.db, !opts.DryRun); err != nil {
+		return ImportReport{}, err
+	}
+	if !opts.DryRun {
+		if err := im.write(ctx, st, db.db, actor); err != nil {
+			return ImportReport{}, err
+		}
+	}
+	return im.report(), nil
+}
+
+// importRun is one call's working state: every row's outcome so far, and
+// the rows still to decide against the database.
+type importRun struct {
+	out   []ImportOutcome
+	ids   []string // canonical workspace id of each row
+	dupOf []int    // index of the identical row this one repeats, or -1
+	todo  []int    // rows that passed the checks in Go, first occurrences only
+}
+
+// newImport checks every row in Go: its values, then conflicts inside
+// the input itself (an instance given for two workspaces, a workspace
+// given twice with different values: every such row is refused, as there
+// is no telling which is right). Identical repeats follow their first
+// occurrence's outcome.
+func newImport(rows []ImportRow) *importRun {
+	im := &importRun{out: make([]ImportOutcome, len(rows)), ids: make([]string, len(rows)), dupOf: make([]int, len(rows))}
+	byWS := map[string][]int{}
+	wsOfInstance := map[string]map[string]bool{}
+	for i, r := range rows {
+		im.out[i].Row, im.dupOf[i] = r, -1
+		im.ids[i] = store.CanonicalID(r.WorkspaceID)
+		if reason := rowProblem(r); reason != "" {
+			im.refuse(i, reason)
+			continue
+		}
+		byWS[im.ids[i]] = append(byWS[im.ids[i]], i)
+		if wsOfInstance[r.InstanceID] == nil {
+			wsOfInstance[r.InstanceID] = map[string]bool{}
+		}
+		wsOfInstance[r.InstanceID][im.ids[i]] = true
+	}
+	for i := range rows {
+		if im.out[i].Action != "" {
+			continue
+		}
+		same := byWS[im.ids[i]]
+		switch n := len(wsOfInstance[rows[i].InstanceID]); {
+		case n > 1:
+			im.refuse(i, fmt.Sprintf("instance %s is given for %d workspaces in this input", rows[i].InstanceID, n))
+		case !allSame(rows, same):
+			im.refuse(i, fmt.Sprintf("workspace is given %d times in this input, with different values", len(same)))
+		case same[0] != i:
+			im.dupOf[i] = same[0]
+		default:
+			im.todo = append(im.todo, i)
+		}
+	}
+	return im
+}
+
+// rowProblem is why a row's own values are unusable, or "".
+func rowProblem(r ImportRow) string {
+	switch {
+	case !cp.ValidWorkspaceID(r.WorkspaceID):
+		return "workspace id must be a UUID"
+	case !cp.ValidInstanceID(r.InstanceID):
+		return "instance id must match ^i-[0-9a-f]{8,17}$"
+	}
+	req := ProvisionRequest{WorkspaceID: r.WorkspaceID, Runtime: r.Runtime, Tier: r.Tier, PlatformURL: r.PlatformURL}
+	if err := req.validate(); err != nil {
+		return strings.TrimPrefix(err.Error(), ErrInvalidInput.Error()+": ")
+	}
+	return ""
+}
+
+// allSame reports whether the rows at idx are all equal.
+func allSame(rows []ImportRow, idx []int) bool {
+	for _, j := range idx[1:] {
+		if !sameRow(rows[idx[0]], rows[j]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameRow(a, b ImportRow) bool {
+	return store.CanonicalID(a.WorkspaceID) == store.CanonicalID(b.WorkspaceID) && a.InstanceID == b.InstanceID &&
+		a.Runtime == b.Runtime && a.Tier == b.Tier && a.PlatformURL == b.PlatformURL
+}
+
+func (im *importRun) refuse(i int, reason string) {
+	im.out[i].Action, im.out[i].Reason = ImportRefused, reason
+}
+
+// decide reads the rows' workspaces (under FOR UPDATE unless a dry run)
+// and the current owners of their instances, and settles every row: a
+// row still to be created is marked created before write inserts it.
+func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, lock bool) error {
+	if len(im.todo) == 0 {
+		return nil
+	}
+	ids, instances := make([]string, len(im.todo)), make([]string, len(im.todo))
+	for k, i := range im.todo {
+		ids[k], instances[k] = im.ids[i], im.out[i].Row.InstanceID
+	}
+	existing, err := st.ReadMany(ctx, db, ids, lock)
+	if err != nil {
+		return fmt.Errorf("jobs: import: %w", err)
+	}
+	ownerOf, err := st.InstanceHolders(ctx, db, instances)
+	if err != nil {
+		return fmt.Errorf("jobs: import: %w", err)
+	}
+	byID := make(map[string]store.Workspace, len(existing))
+	for _, w := range existing {
+		byID[w.ID] = w
+	}
+	for _, i := range im.todo {
+		inst := im.out[i].Row.InstanceID
+		if w, ok := byID[im.ids[i]]; ok {
+			im.against(i, w, inst)
+			continue
+		}
+		if owner, ok := ownerOf[inst]; ok {
+			im.refuse(i, "instance is already owned by workspace "+owner)
+			continue
+		}
+		im.out[i].Action = ImportCreated
+	}
+	return nil
+}
+
+// against settles a row whose workspace is already registered: the same
+// instance, running, is a re-run; anything else is the worker's own state
+// and is never overwritten by an import.
+func (im *importRun) against(i int, w store.Workspace, inst string) {
+	switch {
+	case w.InstanceID == inst && w.Status == store.StatusRunning:
+		im.out[i].Action = ImportUnchanged
+	case w.InstanceID == inst:
+		im.refuse(i, fmt.Sprintf("workspace is already registered with this instance, but %s, not running", w.Status))
+	case w.InstanceID == "":
+		im.refuse(i, fmt.Sprintf("workspace is already registered, %s, without an instance", w.Status))
+	default:
+		im.refuse(i, fmt.Sprintf("workspace is already registered with instance %s (%s)", w.InstanceID, w.Status))
+	}
+}
+
+// write inserts the rows decided as created, with their events, in one
+// statement. A row a concurrent transaction registered since decide read
+// (its id or its instance) is refused, not overwritten.
+func (im *importRun) write(ctx context.Context, st *store.Store, db store.DB, actor string) error {
+	var rows []store.ImportedRow
+	var idx []int
+	for _, i := range im.todo {
+		if im.out[i].Action != ImportCreated {
+			continue
+		}
+		r := im.out[i].Row
+		rows = append(rows, store.ImportedRow{ID: im.ids[i], InstanceID: r.InstanceID, Nonce: store.NewNonce(),
+			Runtime: r.Runtime, Tier: r.Tier, PlatformURL: r.PlatformURL})
+		idx = append(idx, i)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	created, err := st.ImportMany(ctx, db, rows, obs.EvWorkspaceImported, actor)
+	if err != nil {
+		return fmt.Errorf("jobs: import: %w", err)
+	}
+	for _, i := range idx {
+		if !created[im.ids[i]] {
+			im.refuse(i, "registered by a concurrent transaction since this import read it; run the import again")
+		}
+	}
+	return nil
+}
+
+// report fills in the repeats and counts every outcome.
+func (im *importRun) report() ImportReport {
+	rep := ImportReport{Outcomes: im.out}
+	for i := range im.out {
+		if j := im.dupOf[i]; j >= 0 {
+			im.out[i].Action, im.out[i].Reason = im.out[j].Action, im.out[j].Reason
+			if im.out[j].Action == ImportCreated {
+				im.out[i].Action = ImportUnchanged // the first occurrence registered it
+			}
+		}
+		switch im.out[i].Action {
+		case ImportCreated:
+			rep.Created++
+		case ImportUnchanged:
+			rep.Unchanged++
+		default:
+			rep.Refused++
+		}
+	}
+	return rep
 }

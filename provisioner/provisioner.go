@@ -58,12 +58,16 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 }
 
 // Start starts working jobs (and, when enabled, the periodic sweep).
-func (w *Worker) Start(ctx context.Context) error { return errors.New("provisioner: not implemented yet") }
+func (w *Worker) Start(ctx context.Context) error {
+	return errors.New("provisioner: not implemented yet")
+}
 
 // Stop stops fetching, lets running jobs finish until ctx ends, then
 // cancels the rest (River requeues them without spending an attempt),
 // and closes the pool.
-func (w *Worker) Stop(ctx context.Context) error { return errors.New("provisioner: not implemented yet") }
+func (w *Worker) Stop(ctx context.Context) error {
+	return errors.New("provisioner: not implemented yet")
+}
 
 // Handler serves River UI (behind basic auth when set), /metrics,
 // /healthz and /readyz, for the host to mount on its own mux.

@@ -30,7 +30,7 @@ func run() int {
 	} else {
 		defer flushTraces(shutdown)
 	}
-	cli := app.CLI{Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv, LookupEnv: os.LookupEnv}
+	cli := app.CLI{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv, LookupEnv: os.LookupEnv}
 	err := app.RunEnqueue(ctx, cli, os.Args[1:])
 	switch {
 	case err == nil || app.IsHelp(err):

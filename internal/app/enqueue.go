@@ -18,6 +18,8 @@ import (
 
 // CLI is the enqueue command's world: where it writes and what it reads.
 type CLI struct {
+	// In is stdin (`enqueue import` reads rows from it).
+	In       io.Reader
 	Out, Err io.Writer
 	Getenv   func(string) string
 	// LookupEnv tells an unset variable from an empty one (os.LookupEnv);

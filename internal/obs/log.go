@@ -40,6 +40,9 @@ const (
 	EvSweepNoList        = "sweep.cp_list_unsupported"
 	EvSweepUnreadable    = "sweep.cp_unreadable_instance"
 	EvJobDiscarded       = "job.discarded"
+	// EvWorkspaceImported is a host's running workspace registered as
+	// owned at cutover (jobs.Import): the first line of its timeline.
+	EvWorkspaceImported = "workspace.imported"
 )
 
 // NewLogger returns a JSON logger at level ("debug", "info", "warn",
