@@ -93,7 +93,7 @@ type world struct {
 	cp      *cpfake.Server
 	worker  string
 	enqueue string
-	host    string // the embedding host binary
+	host    string            // the embedding host binary
 	env     map[string]string // worker env on top of the defaults
 	logDir  string
 	mu      sync.Mutex
