@@ -137,7 +137,8 @@ func build(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Worker, error)
 // counters, timeline pruning and River UI's services. ctx bounds the
 // start only: the worker runs until Stop, so a host's request context or
 // a signal context cancelled at SIGTERM does not cut running jobs off
-// before Stop's graceful phase.
+// before Stop's graceful phase. After an error, call Stop to release what
+// it started.
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
