@@ -30,11 +30,15 @@ type CPConfig struct {
 // the same variables as cmd/worker; a host may also build it by hand,
 // where a zero field means the command's default.
 type Config struct {
-	DatabaseURL     string
-	CP              CPConfig
-	Settings        jobs.Settings // Settings.Schema: where its tables live
-	Options         jobs.Options
-	Sweep           jobs.SweepSettings // zero: jobs.DefaultSweepSettings()
+	DatabaseURL string
+	CP          CPConfig
+	Settings    jobs.Settings // Settings.Schema: where its tables live
+	Options     jobs.Options
+	Sweep       jobs.SweepSettings // zero: jobs.DefaultSweepSettings()
+	// SweepEnabled runs the periodic orphan sweep on the leader. Unlike
+	// the command (SWEEP_ENABLED defaults to true), a hand-built Config
+	// leaves it off until the host says so: on a live fleet the sweep
+	// comes after the import (README, adoption).
 	SweepEnabled    bool
 	UIUser, UIPass  string
 	ShutdownTimeout time.Duration // zero: 30s
