@@ -8,67 +8,253 @@ package provisioner
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/httpapi"
+	"github.com/molecule-ai/provision-worker/internal/migrate"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/workerloop"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-// CPConfig is how the worker reaches the control plane.
-type CPConfig struct {
-	BaseURL      string
-	OrgID        string
-	SharedSecret string
-	AdminToken   string
-	AdminAPIKey  string
-	Timeout      time.Duration
-}
+// Log events of the worker's life, the same in both forms.
+const (
+	EvStarted       = "worker.started"
+	EvStopping      = "worker.stopping"
+	EvStopped       = "worker.stopped"
+	EvCancelRunning = "worker.cancel_running"
+	EvNoAuth        = "riverui.no_auth"
+)
 
-// Config is everything the embedded worker reads. FromEnv fills it from
-// the same variables as cmd/worker.
-type Config struct {
-	DatabaseURL     string
-	CP              CPConfig
-	Settings        jobs.Settings // Settings.Schema: where its tables live
-	Options         jobs.Options
-	Sweep           jobs.SweepSettings
-	SweepEnabled    bool
-	UIUser, UIPass  string
-	ShutdownTimeout time.Duration
-	EventRetention  time.Duration
-	Logger          zerolog.Logger
-	// Env and OnOutcome are the host's hooks; both optional.
-	Env       jobs.EnvFunc
-	OnOutcome jobs.OutcomeFunc
-}
+// ErrStopped is returned by Start after Stop: a Worker runs once (its
+// pool is closed); build a new one to run again.
+var ErrStopped = errors.New("provisioner: worker stopped")
 
-// FromEnv reads a Config from the worker's environment variables.
-func FromEnv(getenv func(string) string) (Config, error) {
-	return Config{}, errors.New("provisioner: not implemented yet")
-}
+// ErrStarted is returned by a second Start.
+var ErrStarted = errors.New("provisioner: worker already started")
 
 // Worker is a running (or ready to run) provisioning worker.
-type Worker struct{}
+type Worker struct {
+	cfg     Config
+	log     zerolog.Logger
+	pool    *pgxpool.Pool
+	client  *jobs.Client
+	srv     *httpapi.Server
+	metrics *obs.Metrics
+	dbStats *obs.DBCollector
 
-// New connects and checks everything it can before any job runs.
+	started atomic.Bool // /readyz: River is working
+	mu      sync.Mutex  // guards state and cancel
+	state   int         // stateNew, stateRunning, stateStopped
+	cancel  context.CancelFunc
+	loops   sync.WaitGroup // background loops; Stop waits for them before closing the pool
+	once    sync.Once
+	stopErr error
+}
+
+const (
+	stateNew = iota
+	stateRunning
+	stateStopped
+)
+
+// New connects and checks everything it can before any job runs: the
+// settings, River's schema, the clock skew against Postgres and the CP
+// client's configuration. Nothing is worked until Start. On error nothing
+// is left open.
 func New(ctx context.Context, cfg Config) (*Worker, error) {
-	return nil, errors.New("provisioner: not implemented yet")
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("provisioner: database: %w", err)
+	}
+	w, err := build(ctx, cfg, pool)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return w, nil
 }
 
-// Start starts working jobs (and, when enabled, the periodic sweep).
+// build wires everything on an open pool.
+func build(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Worker, error) {
+	if err := migrate.ValidateRiver(ctx, pool, cfg.Settings.Schema); err != nil {
+		return nil, fmt.Errorf("provisioner: %w", err)
+	}
+	skew, err := jobs.CheckClockSkew(ctx, pool, cfg.Options, cfg.Settings, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("provisioner: %w", err)
+	}
+	w := &Worker{cfg: cfg, log: cfg.Logger, pool: pool, metrics: obs.NewMetrics()}
+	workerloop.ZeroSeries(w.metrics)
+	w.metrics.ClockSkew.Set(skew.Seconds())
+	w.dbStats = obs.NewDBCollector(store.MustFor(cfg.Settings.Schema), pool,
+		jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
+		WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
+	w.metrics.Registry.MustRegister(w.dbStats)
+	cpCfg := cfg.CP.internal()
+	cpCfg.OnRequest = w.metrics.ObserveCP
+	api, err := cp.New(cpCfg)
+	if err != nil {
+		return nil, fmt.Errorf("provisioner: cp client: %w", err)
+	}
+	riverLog := slog.New(zerolog.NewSlogHandler(w.log.Level(max(w.log.GetLevel(), zerolog.WarnLevel))))
+	opts := cfg.Options
+	opts.Logger = riverLog
+	if cfg.SweepEnabled {
+		sw := cfg.Sweep
+		opts.Sweep = &sw
+	}
+	deps := &jobs.Deps{CP: api, Log: w.log, Metrics: w.metrics, Settings: cfg.Settings,
+		Env: cfg.Env, OnOutcome: cfg.OnOutcome}
+	if w.client, err = jobs.NewWorkerClient(pool, deps, opts); err != nil {
+		return nil, fmt.Errorf("provisioner: %w", err)
+	}
+	w.srv, err = httpapi.New(httpapi.Config{Pool: pool, River: w.client, Registry: w.metrics.Registry,
+		User: cfg.UIUser, Pass: cfg.UIPass, Logger: riverLog})
+	if err != nil {
+		return nil, fmt.Errorf("provisioner: %w", err)
+	}
+	w.srv.SetStarted(w.started.Load)
+	return w, nil
+}
+
+// Start starts working jobs (and, when enabled, the periodic sweep), and
+// the loops beside them: database gauges, clock-skew watch, job outcome
+// counters, timeline pruning and River UI's services. ctx bounds the
+// start only: the worker runs until Stop, so a host's request context or
+// a signal context cancelled at SIGTERM does not cut running jobs off
+// before Stop's graceful phase. After an error, call Stop to release what
+// it started.
 func (w *Worker) Start(ctx context.Context) error {
-	return errors.New("provisioner: not implemented yet")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.state {
+	case stateRunning:
+		return ErrStarted
+	case stateStopped:
+		return ErrStopped
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if err := w.srv.Start(bg); err != nil {
+		cancel()
+		return fmt.Errorf("provisioner: river ui: %w", err)
+	}
+	w.cancel = cancel
+	w.state = stateRunning
+	w.runLoops(bg)
+	if err := w.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("provisioner: start river: %w", err)
+	}
+	w.started.Store(true)
+	w.logStart()
+	return nil
 }
 
-// Stop stops fetching, lets running jobs finish until ctx ends, then
-// cancels the rest (River requeues them without spending an attempt),
-// and closes the pool.
+// runLoops starts the background loops under bg; Stop cancels bg and
+// waits for them, so none outlives the pool.
+func (w *Worker) runLoops(bg context.Context) {
+	done := workerloop.WatchJobs(bg, w.client, w.log, w.metrics)
+	w.loops.Add(4)
+	go func() { defer w.loops.Done(); <-done }()
+	go func() {
+		defer w.loops.Done()
+		w.dbStats.Run(bg, workerloop.DBStatsInterval, func(err error) {
+			w.log.Warn().Str("evt", "metrics.db_read_failed").Err(err).Msg("read database gauges")
+		})
+	}()
+	go func() {
+		defer w.loops.Done()
+		workerloop.WatchClock(bg, w.pool, w.cfg.Options, w.cfg.Settings, w.log, w.metrics)
+	}()
+	go func() {
+		defer w.loops.Done()
+		workerloop.PruneEvents(bg, store.MustFor(w.cfg.Settings.Schema), w.pool, w.cfg.EventRetention, w.log)
+	}()
+}
+
+func (w *Worker) logStart() {
+	w.log.Info().Str("evt", EvStarted).
+		Int("provision_workers", w.cfg.Options.ProvisionWorkers).Int("terminate_workers", w.cfg.Options.TerminateWorkers).
+		Bool("sweep", w.cfg.SweepEnabled).Str("cp_url", w.cfg.CP.BaseURL).Str("schema", w.cfg.Settings.Schema).
+		Msg("worker started")
+	if w.cfg.UIUser == "" {
+		w.log.Warn().Str("evt", EvNoAuth).
+			Msg("River UI is served without credentials (loopback only); set RIVER_BASIC_AUTH_USER/PASS")
+	}
+}
+
+// Stop stops fetching, lets running jobs finish for ShutdownTimeout (or
+// until ctx ends, if sooner), then cancels the rest: their CP calls
+// return context.Canceled, so River puts them back as available without
+// spending an attempt. Then it stops the background loops and closes the
+// pool. It is idempotent: later calls return the first call's result.
+// The host should stop serving Handler() after Stop returns (/readyz
+// already answers 503 from its start).
 func (w *Worker) Stop(ctx context.Context) error {
-	return errors.New("provisioner: not implemented yet")
+	w.once.Do(func() { w.stopErr = w.stop(ctx) })
+	return w.stopErr
 }
 
-// Handler serves River UI (behind basic auth when set), /metrics,
-// /healthz and /readyz, for the host to mount on its own mux.
-func (w *Worker) Handler() http.Handler { return http.NotFoundHandler() }
+func (w *Worker) stop(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	running := w.state == stateRunning
+	w.state = stateStopped
+	defer w.pool.Close()
+	if !running {
+		return nil
+	}
+	w.started.Store(false)
+	w.log.Info().Str("evt", EvStopping).Dur("shutdown_timeout", w.cfg.ShutdownTimeout).Msg("stopping: finishing running jobs")
+	err := w.stopRiver(ctx)
+	w.cancel()
+	w.loops.Wait()
+	w.log.Info().Str("evt", EvStopped).Msg("stopped")
+	return err
+}
+
+// stopRiver stops fetching and waits for running jobs; past the timeout it
+// cancels them, and their CP calls return context.Canceled so River puts
+// them back as available without spending an attempt.
+func (w *Worker) stopRiver(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.ShutdownTimeout)
+	defer cancel()
+	err := w.client.Stop(sctx)
+	if err == nil {
+		return nil
+	}
+	w.log.Warn().Str("evt", EvCancelRunning).Err(err).Msg("running jobs did not finish in time: cancelling them")
+	// Detached from ctx: it may be the one that just ended, and the cancel
+	// must still reach the running jobs.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer ccancel()
+	if err := w.client.StopAndCancel(cctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("provisioner: stop and cancel: %w", err)
+	}
+	return nil
+}
+
+// Handler serves River UI under /riverui/ (behind basic auth when
+// UIUser/UIPass are set; without them it answers only requests whose Host
+// is a loopback address), /metrics, /healthz and /readyz, for the host to
+// mount on its own mux. Mounted under a prefix, strip it first:
+//
+//	mux.Handle("/provisioner/", http.StripPrefix("/provisioner", w.Handler()))
+//
+// River UI's own links assume it lives at /riverui/ of the host; mount
+// the handler at "/" (or proxy that path) to browse it.
+func (w *Worker) Handler() http.Handler { return w.srv }

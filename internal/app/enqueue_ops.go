@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/config"
 	"github.com/molecule-ai/provision-worker/internal/safetext"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/workerloop"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -179,16 +179,8 @@ func workspaceOf(row *rivertype.JobRow) string {
 	return ws
 }
 
-// jobIDs reads the ids a job's args carry (ids only, invariant 5), so log
-// lines about a job can be joined with the workspace's other lines.
-func jobIDs(row *rivertype.JobRow) (workspaceID, instanceID string) {
-	var a struct {
-		WorkspaceID string `json:"workspace_id"`
-		InstanceID  string `json:"instance_id"`
-	}
-	_ = json.Unmarshal(row.EncodedArgs, &a)
-	return a.WorkspaceID, a.InstanceID
-}
+// jobIDs reads the ids a job's args carry.
+var jobIDs = workerloop.JobIDs
 
 // int64List collects a repeated --job-id.
 type int64List []int64

@@ -21,6 +21,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/workerloop"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -83,14 +84,14 @@ func sum(t *testing.T, fams map[string]*dto.MetricFamily, name string) float64 {
 
 type lbl = map[string]string
 
-// The worker's observability wiring (watchJobs, the CP hook, the database
+// The worker's observability wiring (workerloop.WatchJobs, the CP hook, the database
 // collector, the HTTP handler) after a provision, a stop that failed once
 // and then worked, a sweep that found a stray, and a stop that died.
 func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
 	env := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{TerminateMaxAttempts: 2}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	watchJobs(ctx, env.Worker, zerolog.New(env.Logs), env.Metrics)
+	workerloop.WatchJobs(ctx, env.Worker, zerolog.New(env.Logs), env.Metrics)
 	dbStats := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep)
 	env.Metrics.Registry.MustRegister(dbStats)
 	srv, err := httpapi.New(httpapi.Config{Pool: env.Pool, River: env.Worker, Registry: env.Metrics.Registry, User: "u", Pass: "p"})

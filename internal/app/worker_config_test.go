@@ -10,10 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/molecule-ai/provision-worker/internal/config"
 	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/provisioner"
 )
 
 // A worker that starts on a misread setting is worse than one that does
@@ -227,4 +229,33 @@ func TestWorkerProcess_BadConfigExits2BeforeStarting(t *testing.T) {
 		require.Contains(t, string(out), "--provision-timeout  (env PROVISION_TIMEOUT)  [default 2m0s]")
 		require.Contains(t, string(out), "MOLECULE_ORG_ID")
 	})
+}
+
+// The command and an embedding host read the same variables into the
+// same settings: workerConfig(ParseWorker(env)) equals
+// provisioner.FromEnv(env), field for field, for defaults and for every
+// value changed.
+func TestWorkerConfig_SameAsFromEnv(t *testing.T) {
+	changed := map[string]string{
+		"DATABASE_SCHEMA": "hostwork", "RIVER_BASIC_AUTH_USER": "ops", "RIVER_BASIC_AUTH_PASS": wcPass,
+		"SHUTDOWN_TIMEOUT": "7s", "EVENT_RETENTION": "48h", "PROVISION_WORKERS": "3", "TERMINATE_WORKERS": "4",
+		"FETCH_COOLDOWN": "7ms", "FETCH_POLL_INTERVAL": "70ms", "RESCUE_AFTER": "9m", "DISCARDED_RETENTION": "72h",
+		"PROVISION_TIMEOUT": "3m", "TERMINATE_TIMEOUT": "4m", "BACKOFF_BASE": "2s", "TERMINATE_BACKOFF_CAP": "1m",
+		"PROVISION_BACKOFF_CAP": "2m", "TERMINATE_MAX_ATTEMPTS": "11", "PROVISION_MAX_ATTEMPTS": "12",
+		"TERMINATE_STUCK_AFTER": "5", "MAX_SNOOZES": "13", "SNOOZE_CAP": "3m", "REFUSE_AMBIGUOUS_WITHOUT_LIST": "true",
+		"SWEEP_ENABLED": "true", "SWEEP_INTERVAL": "2m", "SWEEP_GRACE": "30m", "SWEEP_MAX_TERMINATIONS": "9",
+		"SWEEP_BREAKER_SHARE": "0.3", "SWEEP_BREAKER_MIN_STRAYS": "4", "PROVISIONING_DEADLINE": "2h", "SWEEP_DRY_RUN": "true",
+		"CP_TIMEOUT": "20s", "ADMIN_TOKEN": "adm", "CP_ADMIN_API_TOKEN": "key",
+	}
+	for name, vars := range map[string]map[string]string{"defaults": nil, "every value changed": changed} {
+		t.Run(name, func(t *testing.T) {
+			getenv := wcEnv(vars)
+			c, err := ParseWorker(nil, getenv)
+			require.NoError(t, err)
+			lib, err := provisioner.FromEnv(getenv)
+			require.NoError(t, err)
+			lib.Logger = zerolog.Logger{}
+			require.Equal(t, lib, workerConfig(c))
+		})
+	}
 }

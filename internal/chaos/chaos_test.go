@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,14 +37,23 @@ var chaosFaults = cpfake.Faults{Error5xx: 0.05, Timeout: 0.01, Reset: 0.03, Lost
 // transaction (leaked), and the terminate's retry-until-confirmed (lost).
 // It runs once per fake dialect: against a CP that writes empty lists as
 // null and terminates as 204 too, since the real CP is written by another
-// team.
+// team. The second run's fleet mixes the two forms of the worker: one
+// cmd/worker and two host processes embedding package provisioner
+// (internal/chaos/cmd/embedhost), killed and restarted alike, so every
+// guarantee holds for the embedded form and for a fleet mid-migration
+// from one form to the other, at no extra run time.
 func TestChaos(t *testing.T) {
-	for _, d := range []cpfake.Dialect{cpfake.DialectFull, cpfake.DialectPlainGo} {
-		t.Run(d.String(), func(t *testing.T) { runChaos(t, d) })
+	command := []form{formCommand, formCommand, formCommand}
+	mixed := []form{formCommand, formEmbedded, formEmbedded}
+	for _, run := range []struct {
+		dialect cpfake.Dialect
+		forms   []form
+	}{{cpfake.DialectFull, command}, {cpfake.DialectPlainGo, mixed}} {
+		t.Run(run.dialect.String(), func(t *testing.T) { runChaos(t, run.dialect, run.forms) })
 	}
 }
 
-func runChaos(t *testing.T, dialect cpfake.Dialect) {
+func runChaos(t *testing.T, dialect cpfake.Dialect, forms []form) {
 	n := *chaosN
 	kills := *chaosKills
 	if kills <= 0 {
@@ -56,16 +67,16 @@ func runChaos(t *testing.T, dialect cpfake.Dialect) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
 	w := newWorld(t, cpfake.Options{Faults: chaosFaults, Seed: seed, Dialect: dialect}, nil)
 
-	procs := make([]*workerProc, 3)
-	for i := range procs {
-		procs[i] = w.startWorker(fmt.Sprintf("chaos-w%d", i))
+	procs := make([]*workerProc, len(forms))
+	for i, f := range forms {
+		procs[i] = w.startForm(fmt.Sprintf("chaos-w%d", i), f)
 	}
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = uuid.NewString()
 	}
 
-	killed := make(chan int, 1)
+	killed := make(chan killCount, 1)
 	stopKiller := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -79,14 +90,15 @@ func runChaos(t *testing.T, dialect cpfake.Dialect) {
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	w.enqueueAll("terminate", ids, 6)
 	wg.Wait()
-	k := <-killed
+	ks := <-killed
+	k := ks.total()
 	close(stopKiller)
 	t.Logf("chaos: enqueued %d provisions and terminates, %d kills, in %s", n, k, time.Since(started).Round(time.Millisecond))
 
 	_, drainErr := w.drain(drainLimit(t, n))
 	report := w.account(ids)
-	line := fmt.Sprintf("chaos: dialect=%s workspaces=%d kills=%d cp_faults=%d leaked=%d duplicates=%d lost=%d",
-		dialect, n, k, w.cp.Stats().FaultsInjected, report.leaked, report.duplicates, report.lost)
+	line := fmt.Sprintf("chaos: dialect=%s forms=%s workspaces=%d kills=%d (embedded %d) cp_faults=%d leaked=%d duplicates=%d lost=%d",
+		dialect, formList(forms), n, k, ks[formEmbedded], w.cp.Stats().FaultsInjected, report.leaked, report.duplicates, report.lost)
 	t.Log(line)
 	fmt.Println(line)
 	if drainErr != nil || !report.clean() {
@@ -94,6 +106,9 @@ func runChaos(t *testing.T, dialect cpfake.Dialect) {
 	}
 	require.NoError(t, drainErr)
 	require.GreaterOrEqual(t, k, kills)
+	if slices.Contains(forms, formEmbedded) {
+		require.Positive(t, ks[formEmbedded], "no embedded worker was killed")
+	}
 	require.Zero(t, report.leaked, "instances still live, or rows still holding one")
 	require.Zero(t, report.duplicates, "a workspace had two live instances")
 	require.Zero(t, report.lost, "an accepted terminate did not finish")
@@ -107,12 +122,25 @@ func runChaos(t *testing.T, dialect cpfake.Dialect) {
 	}
 }
 
-// killer SIGKILLs a random worker every 100-900 ms and restarts it, kills
-// times, then keeps all three running. It returns the kills done.
-func killer(w *world, procs []*workerProc, kills int, seed int64, stop <-chan struct{}) int {
+// killCount counts SIGKILLs by the form of the process killed.
+type killCount [2]int
+
+func (k killCount) total() int { return k[formCommand] + k[formEmbedded] }
+
+func formList(forms []form) string {
+	s := make([]string, len(forms))
+	for i, f := range forms {
+		s[i] = f.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// killer SIGKILLs a random worker every 100-900 ms and restarts it, n
+// times, then keeps all of them running. It returns the kills done.
+func killer(w *world, procs []*workerProc, n int, seed int64, stop <-chan struct{}) killCount {
 	rng := rand.New(rand.NewPCG(uint64(seed), 11))
-	done := 0
-	for done < kills {
+	var done killCount
+	for done.total() < n {
 		select {
 		case <-stop:
 			return done
@@ -120,7 +148,7 @@ func killer(w *world, procs []*workerProc, kills int, seed int64, stop <-chan st
 		}
 		p := procs[rng.IntN(len(procs))]
 		p.kill()
-		done++
+		done[p.form]++
 		// Sometimes stay down a while, so the others work alone and the
 		// dead one's jobs wait for the rescuer.
 		if rng.IntN(3) == 0 {

@@ -92,7 +92,7 @@ func TestDBFault_WorkerSurvivesPostgresRestart(t *testing.T) {
 func newWorldAt(t *testing.T, dbURL string, fake cpfake.Options, env map[string]string) *world {
 	t.Helper()
 	w := &world{t: t, env: env, logDir: t.TempDir(), dbURL: dbURL}
-	w.worker, w.enqueue = binaries(t)
+	w.worker, w.enqueue, w.host = binaries(t)
 	pool, err := pgxpool.New(context.Background(), testdb.WithSearchPath(dbURL))
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
@@ -143,7 +143,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	conn.Close()
 	require.NoError(t, err)
 	pg.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/chaos?sslmode=disable", port)
-	worker, _ := binaries(t)
+	worker, _, _ := binaries(t)
 	mig := exec.Command(worker, "migrate", "up")
 	mig.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + pg.url}
 	out, err := mig.CombinedOutput()

@@ -26,7 +26,8 @@ import (
 
 const orgID = "org-chaos"
 
-// binDir holds the worker and enqueue binaries, built once per test run.
+// binDir holds the worker, enqueue and embedhost binaries, built once per
+// test run.
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -50,20 +51,38 @@ var (
 	buildErr  error
 )
 
-// binaries builds cmd/worker and cmd/enqueue once; tests share them.
-func binaries(t *testing.T) (worker, enqueue string) {
+// binaries builds cmd/worker, cmd/enqueue and the embedding host once;
+// tests share them.
+func binaries(t *testing.T) (worker, enqueue, host string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		cmd := exec.Command("go", "build", "-o", binDir+string(os.PathSeparator),
 			"github.com/molecule-ai/provision-worker/cmd/worker",
-			"github.com/molecule-ai/provision-worker/cmd/enqueue")
+			"github.com/molecule-ai/provision-worker/cmd/enqueue",
+			"github.com/molecule-ai/provision-worker/internal/chaos/cmd/embedhost")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	require.NoError(t, buildErr)
-	return filepath.Join(binDir, "worker"), filepath.Join(binDir, "enqueue")
+	return filepath.Join(binDir, "worker"), filepath.Join(binDir, "enqueue"), filepath.Join(binDir, "embedhost")
+}
+
+// form is how a worker process runs: cmd/worker, or a host process
+// embedding package provisioner (internal/chaos/cmd/embedhost).
+type form int
+
+const (
+	formCommand form = iota
+	formEmbedded
+)
+
+func (f form) String() string {
+	if f == formEmbedded {
+		return "embedded"
+	}
+	return "command"
 }
 
 // world is one test's database, fake CP and binaries.
@@ -74,6 +93,7 @@ type world struct {
 	cp      *cpfake.Server
 	worker  string
 	enqueue string
+	host    string            // the embedding host binary
 	env     map[string]string // worker env on top of the defaults
 	logDir  string
 	mu      sync.Mutex
@@ -85,7 +105,7 @@ func newWorld(t *testing.T, fake cpfake.Options, env map[string]string) *world {
 	// The log dir is made before stopAll is registered, so cleanup prints
 	// the logs before the dir is removed.
 	w := &world{t: t, env: env, logDir: t.TempDir()}
-	w.worker, w.enqueue = binaries(t)
+	w.worker, w.enqueue, w.host = binaries(t)
 	w.pool, w.dbURL = testdb.NewPool(t)
 	fake.OrgID = orgID
 	w.cp = cpfake.Start(fake)
@@ -132,6 +152,7 @@ func (w *world) workerEnv(name string) []string {
 // log file.
 type workerProc struct {
 	name string
+	form form
 	log  string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -142,7 +163,13 @@ type workerProc struct {
 // application_name too, so a test can find its connections).
 func (w *world) startWorker(name string) *workerProc {
 	w.t.Helper()
-	p := &workerProc{name: name, log: filepath.Join(w.logDir, name+".log")}
+	return w.startForm(name, formCommand)
+}
+
+// startForm starts a worker process of the given form.
+func (w *world) startForm(name string, f form) *workerProc {
+	w.t.Helper()
+	p := &workerProc{name: name, form: f, log: filepath.Join(w.logDir, name+".log")}
 	w.mu.Lock()
 	w.procs = append(w.procs, p)
 	w.mu.Unlock()
@@ -154,7 +181,11 @@ func (w *world) launch(p *workerProc) {
 	w.t.Helper()
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	require.NoError(w.t, err)
-	cmd := exec.Command(w.worker)
+	bin := w.worker
+	if p.form == formEmbedded {
+		bin = w.host
+	}
+	cmd := exec.Command(bin)
 	cmd.Env = w.workerEnv(p.name)
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(w.t, cmd.Start())

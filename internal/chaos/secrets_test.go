@@ -116,7 +116,7 @@ func forbidden(secret string) []string {
 func TestBinary_CPErrorsNeverCarryEnvValuesOrCredentials(t *testing.T) {
 	w := &world{t: t, logDir: t.TempDir(), env: map[string]string{
 		"MOLECULE_CP_SHARED_SECRET": leakSharedSecret, "ADMIN_TOKEN": leakAdminToken}}
-	w.worker, w.enqueue = binaries(t)
+	w.worker, w.enqueue, w.host = binaries(t)
 	w.pool, w.dbURL = testdb.NewPool(t)
 	fake := cpfake.Start(cpfake.Options{OrgID: orgID, SharedSecret: leakSharedSecret, AdminToken: leakAdminToken})
 	t.Cleanup(fake.Close)

@@ -50,14 +50,21 @@ func (w *world) job(id int64) jobRow {
 
 // On SIGTERM a job stuck in a CP call past SHUTDOWN_TIMEOUT is cancelled,
 // returns to available without spending an attempt, and the process exits
-// 0. Pins stopRiver's StopAndCancel after Stop times out (without it the
+// 0. Pins Worker.stopRiver's StopAndCancel after Stop times out (without it the
 // process hangs on the blocked call) and cpRetry/failed passing
 // context.Canceled through unchanged (otherwise the attempt is spent and
-// the job goes retryable with an error).
+// the job goes retryable with an error). Both forms: cmd/worker, and a
+// host process embedding the worker that gets the SIGTERM itself.
 func TestShutdown_CancelsJobBlockedPastTimeoutAndRequeuesIt(t *testing.T) {
+	for _, f := range []form{formCommand, formEmbedded} {
+		t.Run(f.String(), func(t *testing.T) { cancelsJobBlockedPastTimeout(t, f) })
+	}
+}
+
+func cancelsJobBlockedPastTimeout(t *testing.T, f form) {
 	w := newWorld(t, cpfake.Options{}, slowCP("1s"))
 	reached, _ := blockFirstProvision(w)
-	p := w.startWorker("shutdown-w0")
+	p := w.startForm("shutdown-w0", f)
 	id := uuid.NewString()
 	res := w.enqueueAll("provision", []string{id}, 1)[0]
 	waitInstance(t, reached)
@@ -105,12 +112,18 @@ func TestShutdown_InterruptedProvisionAdoptsOnRerun(t *testing.T) {
 }
 
 // A job that finishes within SHUTDOWN_TIMEOUT completes; SIGTERM does not
-// cut it off. Pins stopRiver's first phase (client.Stop with the timeout)
-// rather than an immediate StopAndCancel.
+// cut it off. Pins Worker.stopRiver's first phase (client.Stop with the timeout)
+// rather than an immediate StopAndCancel. Both forms.
 func TestShutdown_LetsRunningJobFinishWithinTimeout(t *testing.T) {
+	for _, f := range []form{formCommand, formEmbedded} {
+		t.Run(f.String(), func(t *testing.T) { letsRunningJobFinish(t, f) })
+	}
+}
+
+func letsRunningJobFinish(t *testing.T, f form) {
 	w := newWorld(t, cpfake.Options{}, slowCP("20s"))
 	reached, release := blockFirstProvision(w)
-	p := w.startWorker("shutdown-w0")
+	p := w.startForm("shutdown-w0", f)
 	res := w.enqueueAll("provision", []string{uuid.NewString()}, 1)[0]
 	waitInstance(t, reached)
 

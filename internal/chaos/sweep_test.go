@@ -54,7 +54,7 @@ func TestChaos_SweepCollectsWhatAnIdempotencyBlindCPLeaks(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	killed := make(chan int, 1)
-	go func() { killed <- killer(w, procs, 5, rng.Int64(), stop) }()
+	go func() { killed <- killer(w, procs, 5, rng.Int64(), stop).total() }()
 	w.enqueueAll("provision", ids, 6)
 	w.enqueueAll("terminate", ids, 6)
 	kills := <-killed

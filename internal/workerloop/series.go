@@ -1,4 +1,4 @@
-package app
+package workerloop
 
 import (
 	"github.com/molecule-ai/provision-worker/internal/obs"
@@ -10,7 +10,7 @@ import (
 // first time it is incremented, and Prometheus' increase() and rate() need
 // two samples: a series born at 1 shows no increase at all. So the first
 // stuck stop in a process never fired TerminateStuck, and the first open
-// breaker never fired SweepBreakerOpen. zeroSeries creates them at 0 when
+// breaker never fired SweepBreakerOpen. ZeroSeries creates them at 0 when
 // the worker starts (deploy/prometheus/alerts.yml relies on it, and its
 // test scrapes a fresh worker for every name the rules use).
 var (
@@ -25,8 +25,8 @@ var (
 		sweep.ClassInstanceTerminateDiscarded, sweep.ClassInstanceTerminateCancelled, sweep.ClassInstanceTerminateNoRow}
 )
 
-// zeroSeries creates every labelled counter series the worker can emit, at 0.
-func zeroSeries(m *obs.Metrics) {
+// ZeroSeries creates every labelled counter series the worker can emit, at 0.
+func ZeroSeries(m *obs.Metrics) {
 	for _, k := range seriesKinds {
 		for _, o := range seriesOutcomes {
 			m.JobsTotal.WithLabelValues(k, o)
