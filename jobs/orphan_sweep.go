@@ -86,6 +86,11 @@ func runSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, 
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
 	}
+	if deps.OnOutcome != nil {
+		d.OnFailed = func(ctx context.Context, tx pgx.Tx, workspaceID string, gen int64) error {
+			return deps.outcome(ctx, tx, failedOutcome(workspaceID, gen))
+		}
+	}
 	return sweep.Run(ctx, d, s, sweep.Options{DryRun: args.DryRun, Force: args.Force})
 }
 

@@ -40,6 +40,11 @@ const (
 	EvSweepNoList        = "sweep.cp_list_unsupported"
 	EvSweepUnreadable    = "sweep.cp_unreadable_instance"
 	EvJobDiscarded       = "job.discarded"
+	// The host's hooks (jobs.EnvFunc, jobs.OutcomeFunc). An env hook's
+	// error text is never in these: only that it failed.
+	EvEnvHookFailed    = "provision.env_hook_failed"
+	EvStoredEnvIgnored = "provision.stored_env_ignored"
+	EvOutcomeHookFail  = "outcome_hook.failed"
 )
 
 // NewLogger returns a JSON logger at level ("debug", "info", "warn",

@@ -195,6 +195,11 @@ func (r *run) apply(ctx context.Context, tx pgx.Tx, class string, w store.Suspec
 		if err != nil || !ok {
 			return outChanged, err
 		}
+		if r.d.OnFailed != nil {
+			if err := r.d.OnFailed(ctx, tx, w.ID, w.Generation); err != nil {
+				return "", err
+			}
+		}
 		ev.Event, ev.Fields = obs.EvProvisionFailed, map[string]any{"class": class, "error": reason, "generation": w.Generation}
 		outcome = outFailed
 	}

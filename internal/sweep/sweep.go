@@ -47,6 +47,11 @@ type Deps struct {
 	Kinds   store.SweepKinds // InstanceTerminate included
 	Log     zerolog.Logger
 	Metrics *obs.Metrics // nil: no metrics
+	// OnFailed, when set, runs in the transaction that marks a row stuck
+	// in provisioning failed (the host's outcome hook, which package jobs
+	// wraps: this package does not import it). An error rolls the mark
+	// back; the next sweep tries again.
+	OnFailed func(ctx context.Context, tx pgx.Tx, workspaceID string, generation int64) error
 }
 
 // Options are one sweep's switches.
