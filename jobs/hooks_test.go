@@ -16,6 +16,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
 	"github.com/molecule-ai/provision-worker/internal/obs"
@@ -470,5 +471,39 @@ func TestOutcomeHook_SweepMarkingStuckProvisioningFailedTellsTheHost(t *testing.
 	require.Equal(t, 1, res.MarkedFailed)
 	_, host := h.requireAgree(t, id)
 	require.Equal(t, store.StatusFailed, host.Status)
+	require.Equal(t, jobs.GenericFailure, *host.LastError)
+}
+
+// A replayed Idempotency-Key that hands back an instance this workspace
+// already stopped marks the row failed (refuseStopped): the host hears
+// failed with the generic message, not the worker's reason, which names
+// the instance. Pins the outcome call in refuseStopped.
+func TestOutcomeHook_ReplayedStoppedInstanceTellsTheHostFailed(t *testing.T) {
+	h := newHostWorld(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1}})
+	h.Deps.CP = &replayCP{API: h.Deps.CP, seen: map[string]cp.Instance{}}
+	h.Start()
+	ctx := context.Background()
+	_, err := h.Pool.Exec(ctx, `
+		CREATE FUNCTION fail_record() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'injected: record failed'; END $$;
+		CREATE TRIGGER fail_record BEFORE INSERT ON workspace_events
+			FOR EACH ROW WHEN (NEW.event = 'provision.ec2_started') EXECUTE FUNCTION fail_record();`)
+	require.NoError(t, err)
+	id := uuid.NewString()
+	h.create(t, id)
+	job := h.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job
+	require.Equal(t, rivertype.JobStateDiscarded, finalJob(t, h.Env, job.ID).State)
+	b := h.CP.Instances()[0].InstanceID
+	requireTerminatedByInstanceTerminate(t, h.Env, b)
+	require.Equal(t, store.StatusProvisioning, h.row(t, id).Status, "nothing was recorded, so the host heard nothing")
+	_, err = h.Pool.Exec(ctx, `DROP TRIGGER fail_record ON workspace_events`)
+	require.NoError(t, err)
+
+	_, err = h.Insert.JobRetry(ctx, job.ID)
+	require.NoError(t, err)
+
+	ws := h.WaitStatus(id, store.StatusFailed)
+	require.Contains(t, ws.LastError, b)
+	_, host := h.requireAgree(t, id)
 	require.Equal(t, jobs.GenericFailure, *host.LastError)
 }
