@@ -62,10 +62,11 @@ func (d *Deps) hostEnv(ctx context.Context, workspaceID string) (env map[string]
 // under the same MaxSnoozes bound as Retry-After, invariant 6), so the
 // job keeps trying every SnoozeCap for MaxSnoozes more tries. When that
 // budget is spent too, the error is returned and River discards the job
-// loudly (job.discarded, River UI), leaving the row provisioning: an
-// operator re-runs the job once the hook works. The orphan sweep's
-// PROVISIONING_DEADLINE still applies to such a row, as to any
-// provisioning row without a live job.
+// loudly (job.discarded, River UI), leaving the row provisioning. Past
+// PROVISIONING_DEADLINE the orphan sweep re-runs that same job (one more
+// attempt per sweep, sweep.ClassEnvHookDiscarded) instead of marking the
+// row failed as it does any other stuck provisioning row; an operator can
+// re-run it sooner in River UI once the hook works.
 func (w *ProvisionWorker) envFailed(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err

@@ -507,3 +507,36 @@ func TestOutcomeHook_ReplayedStoppedInstanceTellsTheHostFailed(t *testing.T) {
 	_, host := h.requireAgree(t, id)
 	require.Equal(t, jobs.GenericFailure, *host.LastError)
 }
+
+// A provision discarded because the env hook kept failing is not marked
+// failed by the sweep's provisioning deadline either: the sweep re-runs
+// the same job (one more attempt per sweep), and once the hook works the
+// workspace runs. Pins ClassEnvHookDiscarded.
+func TestEnvHook_SweepReRunsADiscardedProvisionInsteadOfFailingIt(t *testing.T) {
+	var works atomic.Bool
+	e := jobtest.New(t, jobtest.Config{
+		Settings: jobs.Settings{ProvisionMaxAttempts: 1, MaxSnoozes: 1},
+		Env: func(context.Context, string) (map[string]string, error) {
+			if works.Load() {
+				return map[string]string{"K": "v"}, nil
+			}
+			return nil, errors.New(hookSecret)
+		}})
+	id := uuid.NewString()
+	job := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job
+	require.Equal(t, rivertype.JobStateDiscarded, finalJob(t, e, job.ID).State)
+	_, err := e.Pool.Exec(context.Background(),
+		`UPDATE workspaces SET status_changed_at = now() - interval '2 hours' WHERE id = $1`, id)
+	require.NoError(t, err)
+
+	works.Store(true) // a discarded job does not run again until re-run
+	res := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+	require.Equal(t, map[string]int{"provision_env_hook_discarded": 1}, res.Orphans)
+	require.Equal(t, 1, res.Retried)
+	require.Zero(t, res.MarkedFailed)
+	require.NotEqual(t, store.StatusFailed, e.Workspace(id).Status)
+
+	e.WaitStatus(id, store.StatusRunning)
+	require.Equal(t, rivertype.JobStateCompleted, finalJob(t, e, job.ID).State, "the same job, not a twin")
+	require.NotContains(t, eventNames(t, e, id), obs.EvProvisionFailed)
+}

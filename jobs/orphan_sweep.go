@@ -81,7 +81,7 @@ func runSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, 
 	if err != nil {
 		return SweepResult{}, err
 	}
-	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics,
+	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics, EnvHookError: ErrEnvHook.Error(),
 		Kinds: store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate, InstanceTerminate: KindInstanceTerminate}}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
