@@ -13,7 +13,11 @@ import (
 // logged or recorded (it may name the secret that failed to decrypt): it
 // is replaced by ErrEnvHook everywhere, and counted in
 // provisioner_hook_failures_total{hook="env"}. A panic counts as an error.
-// See ProvisionWorker.envFailed for the last attempt.
+// The last attempt snoozes (bounded by Settings.MaxSnoozes) instead of
+// failing the workspace; once that budget is spent River discards the job
+// with the row still provisioning, and past PROVISIONING_DEADLINE the
+// orphan sweep re-runs it rather than marking it failed: the host's outage
+// says nothing about the workspace.
 //
 // With it set, env stored beside a row (a request that passed Env, or a
 // row from before the hook) is not read and not sent: a
