@@ -81,10 +81,15 @@ func runSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, 
 	if err != nil {
 		return SweepResult{}, err
 	}
-	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics,
+	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics, EnvHookError: ErrEnvHook.Error(),
 		Kinds: store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate, InstanceTerminate: KindInstanceTerminate}}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
+	}
+	if deps.OnOutcome != nil {
+		d.OnFailed = func(ctx context.Context, tx pgx.Tx, workspaceID string, gen int64) error {
+			return deps.outcome(ctx, tx, failedOutcome(workspaceID, gen))
+		}
 	}
 	return sweep.Run(ctx, d, s, sweep.Options{DryRun: args.DryRun, Force: args.Force})
 }

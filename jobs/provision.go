@@ -33,8 +33,10 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	job.Args.WorkspaceID = store.CanonicalID(job.Args.WorkspaceID)
 	a := job.Args
 	start := withActor(jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionStart, map[string]any{"generation": a.Generation}))
-	ws, env, pending, err := w.deps.st().StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !pending) {
+	// With the env hook set the stored env is not even read (EnvFunc).
+	ps, err := w.deps.st().StartProvision(ctx, w.deps.Pool, a.WorkspaceID, a.Generation, a.Nonce, start, w.deps.Env == nil)
+	ws := ps.Workspace
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !ps.Pending) {
 		w.skip(job, ws)
 		return nil
 	}
@@ -42,7 +44,15 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 		return err
 	}
 	logEvent(w.deps.Log, zerolog.InfoLevel, start)
-	inst, adopted, err := w.launch(ctx, job, ws, env)
+	if w.deps.Env != nil && ps.StoredEnv {
+		if err := w.noteStoredEnvIgnored(ctx, job, ws); err != nil {
+			return err
+		}
+	}
+	inst, adopted, err := w.launch(ctx, job, ws, ps.Env)
+	if errors.Is(err, ErrEnvHook) {
+		return w.envFailed(ctx, job, ws, err)
+	}
 	if err != nil {
 		return w.failed(ctx, job, ws, err)
 	}
@@ -59,6 +69,9 @@ func (w *ProvisionWorker) skip(job *river.Job[ProvisionArgs], ws store.Workspace
 // launch adopts a live instance when this is a retry (the previous
 // attempt may have launched one whose answer was lost), else asks the CP
 // to launch with the generation's frozen request and idempotency key.
+// With the env hook set, the env is the hook's, asked for right before the
+// CP call (not before an adoption, which needs none): the values live in
+// this process for one call and are stored nowhere.
 func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionArgs], ws store.Workspace, env map[string]string) (cp.Instance, bool, error) {
 	// River hands a job interrupted by shutdown (or snoozed) back with its
 	// attempt number unchanged, but its attempted_by still grows with each
@@ -76,6 +89,12 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 			return cp.Instance{}, false, fmt.Errorf("list before retrying provision: %w", err)
 		case found:
 			return inst, true, nil
+		}
+	}
+	if w.deps.Env != nil {
+		var err error
+		if env, err = w.deps.hostEnv(ctx, ws.ID); err != nil {
+			return cp.Instance{}, false, err
 		}
 	}
 	inst, err := w.deps.CP.Start(ctx, cp.ProvisionRequest{
@@ -255,7 +274,8 @@ func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[Provision
 			return w.handOff(ctx, tx, t, job, cur, inst)
 		}
 		t.queue(zerolog.InfoLevel, ev)
-		return nil
+		return w.deps.outcome(ctx, tx, Outcome{WorkspaceID: a.WorkspaceID, Status: StatusRunning,
+			InstanceID: inst.InstanceID, Generation: a.Generation})
 	})
 }
 
@@ -280,8 +300,17 @@ func (w *ProvisionWorker) refuseStopped(ctx context.Context, tx pgx.Tx, t *timel
 	if err != nil || !ok {
 		return err
 	}
+	if err := w.deps.outcome(ctx, tx, failedOutcome(a.WorkspaceID, a.Generation)); err != nil {
+		return err
+	}
 	return t.add(ctx, tx, zerolog.ErrorLevel, jobEvent(job.JobRow, a.WorkspaceID, obs.EvProvisionFailed,
 		map[string]any{"error": reason, "generation": a.Generation, "permanent": true, "instance_id": inst.InstanceID}))
+}
+
+// failedOutcome is a provision failed for good, as the host's row shows
+// it: the generic message only, never the CP's text.
+func failedOutcome(workspaceID string, gen int64) Outcome {
+	return Outcome{WorkspaceID: workspaceID, Status: StatusFailed, Message: GenericFailure, Generation: gen}
 }
 
 // handOff gives an instance the row cannot hold to instance_terminate.
@@ -312,6 +341,12 @@ func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[ProvisionAr
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
 		ok, err := w.deps.st().MarkFailed(ctx, tx, ws.ID, ws.Generation, store.StatusProvisioning, cause.Error())
 		if err != nil || !ok {
+			return err
+		}
+		// A hook error rolls the mark back and is returned below: the job
+		// retries (the next attempt asks the CP again) instead of being
+		// cancelled with a row that is not failed.
+		if err := w.deps.outcome(ctx, tx, failedOutcome(ws.ID, ws.Generation)); err != nil {
 			return err
 		}
 		return t.add(ctx, tx, zerolog.ErrorLevel, jobEvent(job.JobRow, ws.ID, obs.EvProvisionFailed,

@@ -165,7 +165,11 @@ func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[TerminateAr
 			return errors.Join(err, fmt.Errorf("workspace %s: mark stopped matched no row", id))
 		}
 		t.queue(zerolog.InfoLevel, stopped)
-		return nil
+		status := StatusStopped // markStoppedSQL's choice, made on the locked row
+		if cur.Desired == store.DesiredDeleted {
+			status = StatusRemoved
+		}
+		return w.deps.outcome(ctx, tx, Outcome{WorkspaceID: id, Status: status, Generation: cur.Generation})
 	})
 }
 
@@ -182,6 +186,10 @@ func (w *TerminateWorker) restart(ctx context.Context, tx pgx.Tx, t *timeline, j
 		ProvisionArgs{WorkspaceID: next.ID, Generation: next.Generation, Nonce: next.Nonce}, nil)
 	if err != nil {
 		return fmt.Errorf("insert next provision: %w", err)
+	}
+	// The old instance is gone: the host clears it while the next one boots.
+	if err := w.deps.outcome(ctx, tx, Outcome{WorkspaceID: cur.ID, Status: StatusProvisioning, Generation: next.Generation}); err != nil {
+		return err
 	}
 	return t.add(ctx, tx, zerolog.InfoLevel, jobEvent(job.JobRow, cur.ID, obs.EvProvisionRequested,
 		map[string]any{"generation": next.Generation, "action": ActionNextGeneration, "provision_job_id": res.Job.ID}))

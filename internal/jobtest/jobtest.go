@@ -42,6 +42,9 @@ type Config struct {
 	// host's database, say) instead of a fresh one; its URL is not
 	// changed, so the worker runs on the session's own search_path.
 	DBURL string
+	// Env and OnOutcome are the host's hooks (jobs.Deps.Env, OnOutcome).
+	Env       jobs.EnvFunc
+	OnOutcome jobs.OutcomeFunc
 }
 
 // Env is one test's world.
@@ -77,7 +80,7 @@ func New(t testing.TB, cfg Config) *Env {
 	e.startCP(cfg)
 	settings := cfg.Settings.Or(FastSettings())
 	log := zerolog.New(e.Logs).With().Timestamp().Logger()
-	e.Deps = &jobs.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings}
+	e.Deps = &jobs.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings, Env: cfg.Env, OnOutcome: cfg.OnOutcome}
 	opts := cfg.Options
 	opts.FetchCooldown = firstDur(opts.FetchCooldown, 5*time.Millisecond)
 	opts.FetchPollInterval = firstDur(opts.FetchPollInterval, 20*time.Millisecond)

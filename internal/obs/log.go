@@ -43,6 +43,11 @@ const (
 	// EvWorkspaceImported is a host's running workspace registered as
 	// owned at cutover (jobs.Import): the first line of its timeline.
 	EvWorkspaceImported = "workspace.imported"
+	// The host's hooks (jobs.EnvFunc, jobs.OutcomeFunc). An env hook's
+	// error text is never in these: only that it failed.
+	EvEnvHookFailed    = "provision.env_hook_failed"
+	EvStoredEnvIgnored = "provision.stored_env_ignored"
+	EvOutcomeHookFail  = "outcome_hook.failed"
 )
 
 // NewLogger returns a JSON logger at level ("debug", "info", "warn",

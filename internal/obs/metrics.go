@@ -33,6 +33,10 @@ type Metrics struct {
 	// ClockSkew is Postgres's clock minus this process's, measured on an
 	// interval: River's rescuer compares the two (see jobs.MaxClockSkew).
 	ClockSkew prometheus.Gauge
+	// HookFailures counts failed calls of the host's hooks (hook: env,
+	// outcome). An env hook's error text is never recorded anywhere (it
+	// may name a secret), so this count is how a failing one shows.
+	HookFailures *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on a fresh registry (plus Go and process
@@ -85,11 +89,31 @@ func NewMetrics() *Metrics {
 		ClockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "provisioner_db_clock_skew_seconds", Help: "Postgres's clock minus this worker's (positive: the database is ahead).",
 		}),
+		HookFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisioner_hook_failures_total", Help: "Failed calls of the host's hooks, by hook (env, outcome); each is retried.",
+		}, []string{"hook"}),
+	}
+	// Born at zero, so the first failure shows in increase().
+	for _, h := range []string{HookEnv, HookOutcome} {
+		m.HookFailures.WithLabelValues(h)
 	}
 	r.MustRegister(m.JobsTotal, m.CPRequests, m.CPLatency, m.TerminateRetries, m.TerminateStuck, m.OrphansFound,
-		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration, m.SweepCPSeen, m.SweepUnreadable, m.ClockSkew,
+		m.OrphansEnqueued, m.OrphansTerminated, m.SweepsTotal, m.SweepDuration, m.SweepCPSeen, m.SweepUnreadable, m.ClockSkew, m.HookFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// The hook label values of HookFailures.
+const (
+	HookEnv     = "env"
+	HookOutcome = "outcome"
+)
+
+// HookFailed counts one failed hook call; m may be nil.
+func (m *Metrics) HookFailed(hook string) {
+	if m != nil {
+		m.HookFailures.WithLabelValues(hook).Inc()
+	}
 }
 
 // ObserveCP is the cp.Config.OnRequest hook: status 0 means no answer.

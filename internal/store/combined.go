@@ -14,16 +14,32 @@ import (
 // Postgres, not by Go: these keep a provision at six and a terminate at
 // six, where the plain sequence took ten and seven.
 
-// StartProvision reads a row and its env and, only when the row still
-// waits for generation gen with this nonce, appends ev (provision.start)
-// — one round trip. pending reports that condition.
-func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64, nonce string, ev Event) (ws Workspace, env map[string]string, pending bool, err error) {
+// ProvisionStart is what StartProvision read.
+type ProvisionStart struct {
+	Workspace Workspace
+	// Env is the stored env map; nil when it was not asked for.
+	Env map[string]string
+	// StoredEnv reports that a non-empty env map is stored beside the row,
+	// whether or not it was read.
+	StoredEnv bool
+	// Pending: the row still waits for this generation and nonce.
+	Pending bool
+}
+
+// StartProvision reads a row (and, when readEnv, its env) and, only when
+// the row still waits for generation gen with this nonce, appends ev
+// (provision.start) — one round trip. Without readEnv the stored values
+// never leave the database: a worker whose env comes from the host's hook
+// only learns whether any are stored (see jobs.EnvFunc).
+func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64, nonce string, ev Event, readEnv bool) (ProvisionStart, error) {
 	fields, err := encodeFields(ev.Fields)
 	if err != nil {
-		return Workspace{}, nil, false, err
+		return ProvisionStart{}, err
 	}
 	jobID, attempt := jobRef(ev)
 	var envJSON []byte
+	var out ProvisionStart
+	ws := &out.Workspace
 	row := st.on(db).QueryRow(ctx, `
 		WITH ev AS (
 			INSERT INTO {schema}.workspace_events (workspace_id, event, job_id, attempt, actor, fields)
@@ -31,26 +47,32 @@ func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64
 			WHERE id = $1 AND generation = $2 AND provision_nonce = $3
 				AND status = 'provisioning' AND instance_id IS NULL
 			RETURNING 1
+		), stored AS (
+			SELECT env FROM {schema}.workspace_env WHERE workspace_id = $1
 		)
 		SELECT `+workspaceColumns+`,
-			coalesce((SELECT env FROM {schema}.workspace_env WHERE workspace_id = $1), '{}'::jsonb),
+			CASE WHEN $9::bool THEN coalesce((SELECT env FROM stored), '{}'::jsonb) ELSE '{}'::jsonb END,
+			coalesce((SELECT env <> '{}'::jsonb FROM stored), false),
 			EXISTS (SELECT 1 FROM ev)
 		FROM {schema}.workspaces WHERE id = $1`,
-		id, gen, nonce, ev.Event, jobID, attempt, ev.Actor, fields)
+		id, gen, nonce, ev.Event, jobID, attempt, ev.Actor, fields, readEnv)
 	err = row.Scan(&ws.ID, &ws.Status, &ws.Desired, &ws.InstanceID, &ws.Generation, &ws.Nonce,
 		&ws.Runtime, &ws.Tier, &ws.PlatformURL, &ws.LastError, &ws.CreatedAt, &ws.UpdatedAt, &ws.StatusChangedAt,
-		&envJSON, &pending)
+		&envJSON, &out.StoredEnv, &out.Pending)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Workspace{}, nil, false, ErrNotFound
+		return ProvisionStart{}, ErrNotFound
 	}
 	if err != nil {
-		return Workspace{}, nil, false, fmt.Errorf("store: start provision: %w", err)
+		return ProvisionStart{}, fmt.Errorf("store: start provision: %w", err)
 	}
-	env = map[string]string{}
-	if err := json.Unmarshal(envJSON, &env); err != nil {
-		return Workspace{}, nil, false, fmt.Errorf("store: decode env: %w", err)
+	if !readEnv {
+		return out, nil
 	}
-	return ws, env, pending, nil
+	out.Env = map[string]string{}
+	if err := json.Unmarshal(envJSON, &out.Env); err != nil {
+		return ProvisionStart{}, fmt.Errorf("store: decode env: %w", err)
+	}
+	return out, nil
 }
 
 // LockForRecord locks a row (as Lock) and reports in the same round trip

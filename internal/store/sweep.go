@@ -66,10 +66,14 @@ type SuspectRow struct {
 	InstanceID      string
 	Generation      int64
 	StatusChangedAt time.Time
-	PastDeadline    bool   // status_changed_at older than the provisioning deadline
-	LiveJob         bool   // a live terminate (stopping) or provision (provisioning) job exists
-	DeadJobID       int64  // newest discarded/cancelled terminate job of a stopping row, 0 if none
-	DeadJobState    string // its state
+	PastDeadline    bool // status_changed_at older than the provisioning deadline
+	LiveJob         bool // a live terminate (stopping) or provision (provisioning) job exists
+	// DeadJobID is the newest discarded/cancelled terminate job of a
+	// stopping row, or provision job of a provisioning row's generation;
+	// 0 if none.
+	DeadJobID    int64
+	DeadJobState string // its state
+	DeadJobError string // the text of its last recorded error
 }
 
 // suspectSelect reads suspects with their job facts. $1 is the
@@ -84,12 +88,15 @@ const suspectSelect = `
 			WHERE j.kind = CASE WHEN w.status = 'provisioning' THEN $2 ELSE $3 END
 				AND j.args @> jsonb_build_object('workspace_id', w.id::text)
 				AND j.state IN ` + liveJobStates + `) ELSE false END,
-		coalesce(d.id, 0), coalesce(d.state::text, '')
+		coalesce(d.id, 0), coalesce(d.state::text, ''),
+		coalesce(d.errors[array_length(d.errors, 1)]->>'error', '')
 	FROM {schema}.workspaces w
 	LEFT JOIN LATERAL (
-		SELECT j.id, j.state FROM {schema}.river_job j
-		WHERE w.status = 'stopping' AND j.kind = $3
-			AND j.args @> jsonb_build_object('workspace_id', w.id::text)
+		SELECT j.id, j.state, j.errors FROM {schema}.river_job j
+		WHERE ((w.status = 'stopping' AND j.kind = $3
+				AND j.args @> jsonb_build_object('workspace_id', w.id::text))
+			OR (w.status = 'provisioning' AND j.kind = $2
+				AND j.args @> jsonb_build_object('workspace_id', w.id::text, 'generation', w.generation)))
 			AND j.state IN ('discarded', 'cancelled')
 		ORDER BY j.id DESC LIMIT 1) d ON true`
 
@@ -145,7 +152,7 @@ func (st *Store) LockSuspect(ctx context.Context, tx DB, kinds SweepKinds, deadl
 func scanSuspect(row pgx.Row) (SuspectRow, error) {
 	var s SuspectRow
 	err := row.Scan(&s.ID, &s.Status, &s.Desired, &s.InstanceID, &s.Generation, &s.StatusChangedAt,
-		&s.PastDeadline, &s.LiveJob, &s.DeadJobID, &s.DeadJobState)
+		&s.PastDeadline, &s.LiveJob, &s.DeadJobID, &s.DeadJobState, &s.DeadJobError)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -108,8 +109,9 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 	r.count(outcome, err, "re-run instance_terminate "+d.InstanceID, true)
 }
 
-// classifyRow names what is wrong with a row, or "".
-func classifyRow(w store.SuspectRow) string {
+// classifyRow names what is wrong with a row, or "". envHookError is
+// Deps.EnvHookError.
+func classifyRow(w store.SuspectRow, envHookError string) string {
 	switch {
 	case w.InstanceID != "" && (w.Status == store.StatusStopped || w.Status == store.StatusRemoved || w.Status == store.StatusFailed):
 		return ClassStaleInstanceOnRow
@@ -119,6 +121,9 @@ func classifyRow(w store.SuspectRow) string {
 		return ClassStoppingCancelled
 	case w.Status == store.StatusStopping && !w.LiveJob:
 		return ClassStoppingWithoutJob
+	case w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == "discarded" &&
+		envHookError != "" && strings.Contains(w.DeadJobError, envHookError):
+		return ClassEnvHookDiscarded
 	case w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob:
 		return ClassStuckProvisioning
 	}
@@ -127,12 +132,12 @@ func classifyRow(w store.SuspectRow) string {
 
 // redrive acts on one suspect row, deciding again under its row lock.
 func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
-	class := classifyRow(row)
+	class := classifyRow(row, r.d.EnvHookError)
 	if class == "" {
 		return
 	}
 	r.found(class, row.ID, row.InstanceID, map[string]any{"status": row.Status, "desired": row.Desired})
-	terminates := class != ClassStuckProvisioning
+	terminates := class != ClassStuckProvisioning && class != ClassEnvHookDiscarded
 	if terminates && !r.takeDB() {
 		return
 	}
@@ -145,7 +150,7 @@ func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
 		cur, err := r.d.Store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur) != class) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur, r.d.EnvHookError) != class) {
 			outcome = outChanged
 			return nil
 		}
@@ -182,6 +187,13 @@ func (r *run) apply(ctx context.Context, tx pgx.Tx, class string, w store.Suspec
 			return "", err
 		}
 		ev.JobID = id
+	case ClassEnvHookDiscarded:
+		if err := r.d.Jobs.Retry(ctx, tx, w.DeadJobID); err != nil {
+			return "", err
+		}
+		ev.Event = obs.EvProvisionRequested
+		ev.Fields = map[string]any{"class": class, "retried_job_id": w.DeadJobID, "generation": w.Generation}
+		outcome = outRetried
 	case ClassStoppingDiscarded, ClassStoppingCancelled:
 		if err := r.d.Jobs.Retry(ctx, tx, w.DeadJobID); err != nil {
 			return "", err
@@ -194,6 +206,11 @@ func (r *run) apply(ctx context.Context, tx pgx.Tx, class string, w store.Suspec
 		ok, err := r.d.Store.MarkFailed(ctx, tx, w.ID, w.Generation, store.StatusProvisioning, reason)
 		if err != nil || !ok {
 			return outChanged, err
+		}
+		if r.d.OnFailed != nil {
+			if err := r.d.OnFailed(ctx, tx, w.ID, w.Generation); err != nil {
+				return "", err
+			}
 		}
 		ev.Event, ev.Fields = obs.EvProvisionFailed, map[string]any{"class": class, "error": reason, "generation": w.Generation}
 		outcome = outFailed

@@ -47,6 +47,16 @@ type Deps struct {
 	Kinds   store.SweepKinds // InstanceTerminate included
 	Log     zerolog.Logger
 	Metrics *obs.Metrics // nil: no metrics
+	// OnFailed, when set, runs in the transaction that marks a row stuck
+	// in provisioning failed (the host's outcome hook, which package jobs
+	// wraps: this package does not import it). An error rolls the mark
+	// back; the next sweep tries again.
+	OnFailed func(ctx context.Context, tx pgx.Tx, workspaceID string, generation int64) error
+	// EnvHookError is the fixed text a provision job records when the
+	// host's env hook failed (jobs.ErrEnvHook). A provisioning row past
+	// its deadline whose provision was discarded with it is not marked
+	// failed: its job is re-run (ClassEnvHookDiscarded).
+	EnvHookError string
 }
 
 // Options are one sweep's switches.
@@ -73,6 +83,11 @@ const (
 	ClassStoppingDiscarded  = "stopping_discarded"    // stopping row whose terminate was discarded
 	ClassStoppingCancelled  = "stopping_cancelled"    // stopping row whose terminate was cancelled
 	ClassStuckProvisioning  = "stuck_provisioning"    // provisioning past the deadline, no live job
+	// A provisioning row past the deadline whose provision was discarded
+	// because the host's env hook kept failing: re-run (the same job), never
+	// marked failed, since the host's outage says nothing about the
+	// workspace. One more attempt per sweep until the hook works.
+	ClassEnvHookDiscarded = "provision_env_hook_discarded"
 	// A discarded or cancelled instance_terminate whose instance may still
 	// run: re-run (the same job) like a dead workspace_terminate.
 	ClassInstanceTerminateDiscarded = "instance_terminate_discarded"
