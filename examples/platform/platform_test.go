@@ -20,7 +20,9 @@ import (
 // of the dead process's running jobs (its rescuer looks every 30 s).
 const settle = 2 * time.Minute
 
-func newID(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", time.Now().UnixNano()&0xffffffff, i) }
+func newID(i int) string {
+	return fmt.Sprintf("%08x-0000-4000-8000-%012x", time.Now().UnixNano()&0xffffffff, i)
+}
 
 // liveAt is the CP's view of ws: its instances not yet terminated.
 func liveAt(all []cpInstance, ws string) []cpInstance {
