@@ -11,11 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	_ "github.com/lib/pq" // the host's driver
-	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/jobs"
 	"github.com/molecule-ai/provision-worker/provisioner"
@@ -129,7 +127,6 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	wc := c.Worker
 	wc.Env = EnvHook(db, box)
 	wc.OnOutcome = hostdb.ApplyOutcome
-	wc.Logger = zerolog.New(os.Stderr).With().Timestamp().Str("component", "worker").Logger()
 	worker, err := provisioner.New(ctx, wc)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
