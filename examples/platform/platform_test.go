@@ -195,6 +195,7 @@ func (h *harness) sweep(args ...string) sweepReport {
 type importReport struct {
 	Created, Unchanged, Refused int
 	Stops                       []string `json:"stops"`
+	Owned                       []string `json:"owned"`
 }
 
 func (h *harness) importRows(args ...string) importReport {
@@ -227,13 +228,13 @@ func TestPlatform_ImportThenSweepTerminatesNoneOfTheFleet(t *testing.T) {
 	require.NoError(t, err)
 
 	dry := h.importRows("--dry-run")
-	require.Equal(t, importReport{Created: 6, Stops: []string{gone}}, dry)
+	require.Equal(t, importReport{Created: 6, Stops: []string{gone}, Owned: []string{}}, dry)
 	_, err = jobs.GetWorkspace(t.Context(), jobs.SQLDB(h.db), "", gone)
 	require.ErrorIs(t, err, jobs.ErrUnknownWorkspace, "a dry run writes nothing")
-	require.Equal(t, importReport{Created: 6, Stops: []string{gone}}, h.importRows())
-	again := h.importRows()
-	require.Equal(t, 0, again.Created, "idempotent")
-	require.Equal(t, 0, again.Refused)
+	require.Equal(t, importReport{Created: 6, Stops: []string{gone}, Owned: []string{}}, h.importRows())
+	// A re-run changes nothing: the fleet is unchanged, the handed-over
+	// stop is the worker's own now.
+	require.Equal(t, importReport{Unchanged: 5, Stops: []string{}, Owned: []string{gone}}, h.importRows())
 
 	_, _ = h.startPlatform()
 	h.removed(gone)

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/molecule-ai/provision-worker/jobs"
@@ -17,6 +18,10 @@ type ImportReport struct {
 	// old polling loop's pending stops, handed to the worker as
 	// terminates in the same transaction.
 	Stops []string `json:"stops"`
+	// Owned lists rows the worker already has in a state other than
+	// running (an earlier import's stop, a restart under way): left to
+	// it, so a re-run of the import is harmless.
+	Owned []string `json:"owned"`
 }
 
 // Import registers every host row that holds an instance id as owned and
@@ -35,19 +40,21 @@ func Import(ctx context.Context, db *sql.DB, schema string, dryRun bool) (Import
 	if err != nil {
 		return ImportReport{}, err
 	}
-	rows := make([]jobs.ImportRow, len(live))
-	removed := map[string]bool{}
-	for i, in := range live {
-		rows[i] = jobs.ImportRow{WorkspaceID: in.WorkspaceID, InstanceID: in.InstanceID, Runtime: in.Runtime, Tier: in.Tier}
-		removed[in.WorkspaceID] = in.Status == hostdb.StatusRemoved
+	rows, owned, err := candidates(ctx, tx, schema, live)
+	if err != nil {
+		return ImportReport{}, err
 	}
 	rep, err := jobs.Import(ctx, jobs.SQLDB(tx), rows, jobs.ImportOptions{Schema: schema, DryRun: dryRun, Actor: "platform-import"})
 	if err != nil {
 		return ImportReport{}, fmt.Errorf("import: %w", err)
 	}
-	out := ImportReport{ImportReport: rep, Stops: []string{}}
+	removed := map[string]bool{}
+	for _, in := range live {
+		removed[in.WorkspaceID] = in.Status == hostdb.StatusRemoved
+	}
+	out := ImportReport{ImportReport: rep, Stops: []string{}, Owned: owned}
 	for _, o := range rep.Outcomes {
-		if removed[o.Row.WorkspaceID] && o.Action != jobs.ImportRefused {
+		if removed[o.Row.WorkspaceID] && o.Action == jobs.ImportCreated {
 			out.Stops = append(out.Stops, o.Row.WorkspaceID)
 		}
 	}
@@ -68,4 +75,28 @@ func Import(ctx context.Context, db *sql.DB, schema string, dryRun bool) (Import
 		return ImportReport{}, fmt.Errorf("commit: %w", err)
 	}
 	return out, nil
+}
+
+// candidates splits the host's rows: those to hand to jobs.Import (new to
+// the worker, or running there, which Import reports unchanged or refuses
+// if the instance differs), and those the worker already owns in another
+// state. Import refuses the latter by contract; they are the worker's
+// now, and a second run of the cutover must not fail on them. One read
+// per row: a cutover runs once, and 10,000 rows take seconds.
+func candidates(ctx context.Context, tx *sql.Tx, schema string, live []hostdb.Instance) ([]jobs.ImportRow, []string, error) {
+	rows := make([]jobs.ImportRow, 0, len(live))
+	owned := []string{}
+	for _, in := range live {
+		ws, err := jobs.GetWorkspace(ctx, jobs.SQLDB(tx), schema, in.WorkspaceID)
+		switch {
+		case errors.Is(err, jobs.ErrUnknownWorkspace):
+		case err != nil:
+			return nil, nil, fmt.Errorf("read worker row: %w", err)
+		case ws.Status != jobs.StatusRunning:
+			owned = append(owned, in.WorkspaceID)
+			continue
+		}
+		rows = append(rows, jobs.ImportRow{WorkspaceID: in.WorkspaceID, InstanceID: in.InstanceID, Runtime: in.Runtime, Tier: in.Tier})
+	}
+	return rows, owned, nil
 }
