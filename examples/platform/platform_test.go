@@ -3,6 +3,7 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -80,6 +81,12 @@ func (h *harness) removed(ids ...string) {
 func TestPlatform_DeleteTreeStopsEveryInstance(t *testing.T) {
 	h := newHarness(t)
 	p, base := h.startPlatform()
+	for _, path := range []string{"/readyz", "/metrics", "/riverui/"} {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "the worker's %s on the host's listener", path)
+	}
 	root, child, grand := newID(1), newID(2), newID(3)
 	secret := map[string]string{"API_KEY": secretMark + "-tree"}
 	h.create(base, api.CreateRequest{ID: root, Secrets: secret})
