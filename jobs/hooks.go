@@ -73,6 +73,12 @@ type Outcome struct {
 // ErrOutcomeHook; it never reaches the timeline, and it is never read as
 // a CP failure, so it never marks a workspace failed. A panic counts as
 // an error.
+//
+// Since an error retries the job (a stop included) until it succeeds,
+// return one only for a database failure: a status the host does not
+// know, or a row it no longer has, is better written as nothing than
+// refused (examples/platform's ApplyOutcome learned this from a restart
+// whose provisioning Outcome it refused, holding the stop for ever).
 type OutcomeFunc func(ctx context.Context, tx Execer, o Outcome) error
 
 // GenericFailure is the only text a failed Outcome carries.

@@ -417,6 +417,15 @@ func (h *harness) delete(base, id string) []string {
 	return d.Removed
 }
 
+func (h *harness) restart(base, id string) {
+	h.t.Helper()
+	resp, err := http.Post(base+"/workspaces/"+id+"/restart", "application/json", nil)
+	require.NoError(h.t, err)
+	defer func() { _ = resp.Body.Close() }()
+	out, _ := io.ReadAll(resp.Body)
+	require.Equal(h.t, http.StatusAccepted, resp.StatusCode, string(out))
+}
+
 // row reads the host's row straight from its table (the API may be down
 // between a kill and a restart).
 func (h *harness) row(id string) hostdb.Workspace {

@@ -97,6 +97,17 @@ func TestPlatform_DeleteTreeStopsEveryInstance(t *testing.T) {
 	require.Equal(t, secret, h.proxy.Env(child))
 	require.Empty(t, h.proxy.Env(grand))
 
+	// A restart stops the old instance and launches a new one; the host's
+	// row follows through provisioning (its old id cleared) to online.
+	before := h.row(child).InstanceID
+	h.restart(base, child)
+	h.eventually("the restarted workspace runs a new instance", settle, func() (bool, string) {
+		ws := h.row(child)
+		return ws.Status == "online" && ws.InstanceID != before, ws.Status + " " + ws.InstanceID
+	})
+	h.online(child)
+	require.Equal(t, secret, h.proxy.Env(child), "the restart's provision got the env from the hook again")
+
 	require.Equal(t, []string{root, child, grand}, h.delete(base, root))
 	h.removed(root, child, grand)
 	require.Equal(t, 0, p.Stop(t), "SIGTERM shuts down cleanly")

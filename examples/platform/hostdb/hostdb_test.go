@@ -188,6 +188,7 @@ func TestApplyOutcome_WritesTheHostsRow(t *testing.T) {
 		{"failed without message", jobs.Outcome{Status: jobs.StatusFailed}, "failed", "i-00000000000000001", jobs.GenericFailure},
 		{"stopped", jobs.Outcome{Status: jobs.StatusStopped}, "offline", "", "earlier"},
 		{"removed", jobs.Outcome{Status: jobs.StatusRemoved}, "removed", "", "earlier"},
+		{"restarting", jobs.Outcome{Status: jobs.StatusProvisioning}, "provisioning", "", "earlier"},
 	}
 	db := migrated(t)
 	for _, tc := range cases {

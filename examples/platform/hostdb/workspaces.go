@@ -179,6 +179,11 @@ func ApplyOutcome(ctx context.Context, ex jobs.Execer, o jobs.Outcome) error {
 		}
 		_, err = ex.ExecContext(ctx, `UPDATE public.workspaces SET status = 'failed', last_sample_error = $2,
 			updated_at = now() WHERE id = $1`, o.WorkspaceID, msg)
+	case jobs.StatusProvisioning:
+		// A restart's stop finished and its next generation began: the
+		// old instance is gone.
+		_, err = ex.ExecContext(ctx, `UPDATE public.workspaces SET status = 'provisioning', instance_id = NULL,
+			updated_at = now() WHERE id = $1`, o.WorkspaceID)
 	case jobs.StatusStopped:
 		_, err = ex.ExecContext(ctx, `UPDATE public.workspaces SET status = 'offline', instance_id = NULL,
 			updated_at = now() WHERE id = $1`, o.WorkspaceID)
