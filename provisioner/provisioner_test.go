@@ -339,3 +339,33 @@ func requireSeries(t *testing.T, page, line string) {
 	t.Helper()
 	require.True(t, strings.Contains(page, "\n"+line+"\n"), "/metrics lacks %s", line)
 }
+
+// Embedded without UIUser/UIPass, Handler() is mounted on the host's own
+// listener, which may be public: a client that writes Host: 127.0.0.1 (and
+// a matching Origin) must not reach River UI, which can pause the
+// terminate queue and cancel stops. A loopback peer still is served.
+func TestEmbeddedUI_WithoutCredentialsServesNoRemotePeerWhateverItsHost(t *testing.T) {
+	h := newHost(t)
+	h.cfg.UIUser, h.cfg.UIPass = "", ""
+	w := h.start()
+	cases := []struct {
+		name, remote string
+		want         int
+	}{
+		{"public peer, forged loopback Host", "203.0.113.7:51515", http.StatusForbidden},
+		{"private peer, forged loopback Host", "10.1.2.3:4000", http.StatusForbidden},
+		{"loopback peer", "127.0.0.1:51515", http.StatusOK},
+		{"loopback v6 peer", "[::1]:51515", http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/riverui/api/queues", nil)
+			req.RemoteAddr = tc.remote
+			req.Host = "127.0.0.1"
+			req.Header.Set("Origin", "http://127.0.0.1")
+			rec := httptest.NewRecorder()
+			w.Handler().ServeHTTP(rec, req)
+			require.Equal(t, tc.want, rec.Code, rec.Body.String())
+		})
+	}
+}

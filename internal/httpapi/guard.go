@@ -48,14 +48,30 @@ func noFraming(next http.Handler) http.Handler {
 // 127.0.0.1) sends its requests there with the attacker's Host, and the
 // page is then same-origin with River UI: a review listed jobs, deleted
 // one and paused the terminate queue that way.
+//
+// The peer must be loopback too: cmd/worker refuses a non-loopback
+// listener without credentials, but an embedded worker's Handler is
+// mounted on the host's own listener, which this package cannot see, and
+// the Host header is the client's to write. A review paused the terminate
+// queue from a public address by sending Host: 127.0.0.1.
 func loopbackHostOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !LoopbackHost(r.Host) {
-			http.Error(w, "forbidden: without credentials only a loopback Host is served", http.StatusForbidden)
+		if !LoopbackHost(r.Host) || !loopbackPeer(r.RemoteAddr) {
+			http.Error(w, "forbidden: without credentials only loopback clients are served", http.StatusForbidden)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// loopbackPeer reports whether a request's RemoteAddr is a loopback IP.
+func loopbackPeer(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // LoopbackHost reports whether a Host header (with or without a port)
