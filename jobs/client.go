@@ -1,17 +1,9 @@
 package jobs
 
 import (
-	"github.com/molecule-ai/provision-worker/internal/store"
-
-	"fmt"
 	"io"
 	"log/slog"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivertype"
 )
 
 // Options configure the worker's River client.
@@ -37,7 +29,11 @@ type Options struct {
 	ID string
 }
 
-func (o Options) withDefaults(s Settings) Options {
+// WithDefaults fills o's zero fields: 20 provision and 20 terminate
+// workers, RescueAfter one minute past the largest job timeout of s,
+// 30 days' DiscardedRetention, a logger that drops River's info lines.
+// The worker runs with these; MaxClockSkew is computed from them.
+func (o Options) WithDefaults(s Settings) Options {
 	if o.ProvisionWorkers <= 0 {
 		o.ProvisionWorkers = 20
 	}
@@ -54,57 +50,6 @@ func (o Options) withDefaults(s Settings) Options {
 		o.Logger = quietLogger()
 	}
 	return o
-}
-
-// NewWorkerClient builds the River client that works every kind, with
-// terminates on their own queue (invariant 8).
-func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, error) {
-	deps.Settings = deps.Settings.withDefaults()
-	deps.Pool = pool
-	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
-	if _, err := store.For(deps.Settings.Schema); err != nil {
-		return nil, err
-	}
-	opts = opts.withDefaults(deps.Settings)
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &ProvisionWorker{policy[ProvisionArgs]{deps: deps}})
-	river.AddWorker(workers, &TerminateWorker{policy[TerminateArgs]{deps: deps, stop: true}})
-	river.AddWorker(workers, &InstanceTerminateWorker{policy[InstanceTerminateArgs]{deps: deps, stop: true}})
-	queues := map[string]river.QueueConfig{
-		QueueProvision: {MaxWorkers: opts.ProvisionWorkers},
-		QueueTerminate: {MaxWorkers: opts.TerminateWorkers},
-	}
-	cfg := &river.Config{
-		ID:                opts.ID,
-		Schema:            deps.Settings.Schema,
-		Queues:            queues,
-		Workers:           workers,
-		Hooks:             []rivertype.Hook{&budgetHook{settings: deps.Settings}},
-		FetchCooldown:     opts.FetchCooldown,
-		FetchPollInterval: opts.FetchPollInterval,
-		// River's client-wide JobTimeout (default 1 min) must not exceed
-		// RescueStuckJobsAfter, so without this a RESCUE_AFTER under a
-		// minute (crash recovery in seconds) refused to start. Each kind
-		// still sets its own Timeout.
-		JobTimeout:                  max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout),
-		RescueStuckJobsAfter:        opts.RescueAfter,
-		DiscardedJobRetentionPeriod: opts.DiscardedRetention,
-		Logger:                      opts.Logger,
-		Middleware:                  tracing(), // OpenTelemetry spans (jobs/tracing.go)
-	}
-	if opts.Sweep != nil {
-		if err := addSweep(cfg, workers, deps, *opts.Sweep); err != nil {
-			return nil, err
-		}
-	}
-	if opts.RescueAfter <= max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout) {
-		return nil, fmt.Errorf("rescue-after %s must exceed the job timeouts", opts.RescueAfter)
-	}
-	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
-	if err != nil {
-		return nil, fmt.Errorf("river client: %w", err)
-	}
-	return c, nil
 }
 
 // quietLogger drops River's info chatter; warnings and errors still show.

@@ -27,7 +27,7 @@ var ErrClockSkew = errors.New("jobs: clock skew between this worker and Postgres
 // for the bounded hand-off that may outlive a job's timeout.
 func MaxClockSkew(opts Options, s Settings) time.Duration {
 	s = s.withDefaults()
-	opts = opts.withDefaults(s)
+	opts = opts.WithDefaults(s)
 	return (opts.RescueAfter - max(s.ProvisionTimeout, s.TerminateTimeout)) / 2
 }
 

@@ -1,16 +1,15 @@
 // Package jobs is what request handlers import: the transactional enqueue
-// API (RequestProvision, RequestTerminate, RequestRestart) that changes a
-// workspace row and inserts the River job that carries the change out in
-// the caller's own pgx transaction (the outbox), plus the workers that
-// carry them out against the control plane.
+// API (RequestProvision, RequestTerminate, RequestRestart and their Many
+// forms) that changes a workspace row and inserts the River job that
+// carries the change out, in the caller's own transaction (the outbox),
+// on pgx or database/sql; the read API (GetWorkspace, Status, Workspace);
+// Import; the job args, kinds and queues; the settings; and the types of
+// the host's hooks (EnvFunc, OutcomeFunc).
 //
-// One file per job kind, each Work naming the invariant of
-// shared/spec/design.md it upholds:
-//
-//   - workspace_provision (provision.go): launch or adopt the generation's
-//     instance and record it, or hand it to an instance_terminate (0, 3, 4).
-//   - workspace_terminate (terminate.go): stop the recorded instance, or
-//     every live instance of the workspace, before leaving stopping (2, 6).
-//   - instance_terminate (instance_terminate.go): owned strays and orphans.
-//   - orphan_sweep (orphan_sweep.go): re-drive what escaped.
+// The workers that carry the jobs out against the control plane live in
+// internal/worker, and a host runs them through package provisioner. They
+// are kept out of this package so that no exported name here shows an
+// internal type (the CP client, the metrics): a host outside this module
+// can name every type it is handed. provisioner's
+// TestPublicAPI_UsesNoInternalType checks it.
 package jobs

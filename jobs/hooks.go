@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"database/sql"
+	"errors"
 )
 
 // EnvFunc returns a workspace's env at the moment its provision calls the
@@ -83,3 +84,14 @@ type OutcomeFunc func(ctx context.Context, tx Execer, o Outcome) error
 
 // GenericFailure is the only text a failed Outcome carries.
 const GenericFailure = "provisioning failed"
+
+// ErrEnvHook is the only text a failed EnvFunc leaves behind: in the job's
+// error (River stores it and River UI shows it), the log and the
+// timeline. The hook's own error is dropped unread, because a host's
+// decryption error can quote the secret, its key id or the ciphertext.
+var ErrEnvHook = errors.New("env hook failed (its error is not recorded: it may hold secrets)")
+
+// ErrOutcomeHook marks an OutcomeFunc failure: the worker's row change and
+// the job's completion were rolled back with it, and the job retries. It
+// is never read as a CP failure, so it never marks a workspace failed.
+var ErrOutcomeHook = errors.New("outcome hook failed; the worker's change was rolled back")

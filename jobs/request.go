@@ -13,6 +13,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/molecule-ai/provision-worker/internal/budget"
+	"github.com/molecule-ai/provision-worker/internal/jobtrace"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
 )
@@ -49,9 +51,9 @@ func insertConfig(settings Settings) (*river.Config, error) {
 		// second request inside that window waited for the worker's
 		// 1 s poll (pickup p99 ~1.5 s at 20 requests/s).
 		FetchCooldown: 5 * time.Millisecond,
-		Hooks:         []rivertype.Hook{&budgetHook{settings: settings}},
+		Hooks:         []rivertype.Hook{&budget.Hook{For: settings.MaxAttempts}},
 		Logger:        quietLogger(),
-		Middleware:    tracing(), // carries the caller's span into the job
+		Middleware:    jobtrace.Middleware(), // carries the caller's span into the job
 	}, nil
 }
 

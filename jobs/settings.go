@@ -1,15 +1,10 @@
 package jobs
 
 import (
-	"github.com/molecule-ai/provision-worker/internal/store"
-
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
+	"github.com/molecule-ai/provision-worker/internal/store"
 )
 
 // Settings tune retries and waits. Zero values mean the defaults.
@@ -46,7 +41,8 @@ type Settings struct {
 	// ListUnsupportedAnswers and ListUnsupportedSpan are the evidence a
 	// process needs before it reads the CP as having no list endpoint:
 	// that many 404/405 list answers in a row, spanning at least that
-	// long, and no list answer ever succeeded (see listGuard).
+	// long, and no list answer ever succeeded (see internal/worker's
+	// listGuard).
 	ListUnsupportedAnswers int
 	ListUnsupportedSpan    time.Duration
 	// ListUnsupportedReprobe is how often a process that decided so lets
@@ -139,32 +135,17 @@ func (s Settings) Validate(cpTimeout time.Duration) error {
 	return nil
 }
 
-// backoff is capped exponential backoff with jitter: half the delay is
-// fixed, half random, so thousands of stops failing together during a CP
-// outage do not retry in lockstep when it recovers.
-func backoff(attempt int, base, maxDelay time.Duration) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	return d/2 + rand.N(d/2+1)
-}
-
-// budgetHook sets each kind's attempt budget at insert time, from the
-// inserting process's settings, so `TERMINATE_MAX_ATTEMPTS` applies to
-// jobs inserted by handlers and by the worker alike.
-type budgetHook struct {
-	river.HookDefaults
-	settings Settings
-}
-
-func (h *budgetHook) InsertBegin(_ context.Context, p *rivertype.JobInsertParams) error {
-	switch p.Kind {
+// MaxAttempts is the attempt budget a job of kind gets when a client
+// built here inserts it under these settings (0: the kind's own
+// InsertOpts). TERMINATE_MAX_ATTEMPTS applies to jobs inserted by handlers
+// and by the worker alike, because both clients ask this.
+func (s Settings) MaxAttempts(kind string) int {
+	s = s.withDefaults()
+	switch kind {
 	case KindTerminate, KindInstanceTerminate:
-		p.MaxAttempts = h.settings.TerminateMaxAttempts
+		return s.TerminateMaxAttempts
 	case KindProvision:
-		p.MaxAttempts = h.settings.ProvisionMaxAttempts
+		return s.ProvisionMaxAttempts
 	}
-	return nil
+	return 0
 }

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -65,8 +66,13 @@ type PgxQuerier interface {
 }
 
 // SQLQuerier is what a *sql.DB, *sql.Conn and *sql.Tx offer, on any
-// driver (lib/pq, pgx's stdlib).
-type SQLQuerier = store.SQLQuerier
+// driver (lib/pq, pgx's stdlib). Declared here, not aliased, so a host
+// can name it; the store reads through the same method set.
+type SQLQuerier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
 
 // DB is a database handle the read API accepts, on either driver family.
 type DB struct{ db store.DB }

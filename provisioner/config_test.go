@@ -143,35 +143,120 @@ func TestFromEnv(t *testing.T) {
 	}
 }
 
-// No exported identifier of the package may show an internal/ type: a
-// host outside this module could not name it. Reads the package's
-// compiled export data and walks every exported object's type.
-func TestPublicAPI_UsesNoInternalType(t *testing.T) {
-	pkg := importCompiled(t, "github.com/molecule-ai/provision-worker/provisioner")
-	var bad []string
-	scope := pkg.Scope()
-	for _, name := range scope.Names() {
-		obj := scope.Lookup(name)
-		if !ast.IsExported(name) {
-			continue
-		}
-		check := func(what string, typ types.Type) {
-			if s := types.TypeString(typ, nil); strings.Contains(s, "/internal/") {
-				bad = append(bad, what+": "+s)
-			}
-		}
-		check(name, obj.Type())
-		if tn, ok := obj.(*types.TypeName); ok {
-			checkNamed(tn, check)
-		}
-	}
-	require.Empty(t, bad)
+// publicPackages are the packages a host outside this module imports.
+var publicPackages = []string{
+	"github.com/molecule-ai/provision-worker/jobs",
+	"github.com/molecule-ai/provision-worker/provisioner",
 }
 
-// checkNamed checks a named type's exported fields and methods.
-func checkNamed(tn *types.TypeName, check func(string, types.Type)) {
-	named, ok := tn.Type().(*types.Named)
-	if !ok {
+// No exported identifier of a public package may show an internal/ type,
+// not even through an alias: a host outside this module could not name
+// it. Reads each package's compiled export data and walks every exported
+// object's type, its exported fields and its methods.
+func TestPublicAPI_UsesNoInternalType(t *testing.T) {
+	for _, path := range publicPackages {
+		t.Run(path[strings.LastIndex(path, "/")+1:], func(t *testing.T) {
+			pkg := importCompiled(t, path)
+			var bad []string
+			check := func(what string, typ types.Type) {
+				if s := internalIn(typ, pkg, map[types.Type]bool{}); s != "" {
+					bad = append(bad, what+": "+s)
+				}
+			}
+			scope := pkg.Scope()
+			for _, name := range scope.Names() {
+				if !ast.IsExported(name) {
+					continue
+				}
+				obj := scope.Lookup(name)
+				check(name, obj.Type())
+				if tn, ok := obj.(*types.TypeName); ok {
+					checkNamed(tn, pkg, check)
+				}
+			}
+			require.Empty(t, bad)
+		})
+	}
+}
+
+// internalIn returns the first internal/ type typ shows, looking through
+// aliases, composite types, signatures, type arguments and the package's
+// own unexported named types; "" when there is none. seen stops cycles.
+func internalIn(typ types.Type, pkg *types.Package, seen map[types.Type]bool) string {
+	if typ == nil || seen[typ] {
+		return ""
+	}
+	seen[typ] = true
+	in := func(ts ...types.Type) string {
+		for _, t := range ts {
+			if s := internalIn(t, pkg, seen); s != "" {
+				return s
+			}
+		}
+		return ""
+	}
+	switch t := typ.(type) {
+	case *types.Alias:
+		if isInternal(t.Obj().Pkg()) {
+			return t.Obj().Pkg().Path() + "." + t.Obj().Name()
+		}
+		return in(types.Unalias(t))
+	case *types.Named:
+		if isInternal(t.Obj().Pkg()) {
+			return types.TypeString(t, nil)
+		}
+		for ta := range t.TypeArgs().Types() {
+			if s := in(ta); s != "" {
+				return s
+			}
+		}
+		if t.Obj().Pkg() == pkg && !t.Obj().Exported() {
+			return in(t.Underlying()) // its exported names are checked on their own
+		}
+	case *types.Pointer:
+		return in(t.Elem())
+	case *types.Slice:
+		return in(t.Elem())
+	case *types.Array:
+		return in(t.Elem())
+	case *types.Chan:
+		return in(t.Elem())
+	case *types.Map:
+		return in(t.Key(), t.Elem())
+	case *types.Signature:
+		return in(t.Params(), t.Results())
+	case *types.Tuple:
+		for v := range t.Variables() {
+			if s := in(v.Type()); s != "" {
+				return s
+			}
+		}
+	case *types.Struct:
+		for f := range t.Fields() {
+			if s := in(f.Type()); s != "" {
+				return s
+			}
+		}
+	case *types.Interface:
+		for m := range t.Methods() {
+			if s := in(m.Type()); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+func isInternal(p *types.Package) bool {
+	return p != nil && strings.Contains(p.Path()+"/", "/internal/")
+}
+
+// checkNamed checks the exported fields and methods of a named type
+// declared in pkg (an alias's target elsewhere is checked as a type: its
+// methods are that package's API, not ours).
+func checkNamed(tn *types.TypeName, pkg *types.Package, check func(string, types.Type)) {
+	named, ok := types.Unalias(tn.Type()).(*types.Named)
+	if !ok || named.Obj().Pkg() != pkg {
 		return
 	}
 	if st, ok := named.Underlying().(*types.Struct); ok {

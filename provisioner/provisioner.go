@@ -23,6 +23,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/migrate"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/internal/workerloop"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -118,9 +119,9 @@ func build(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Worker, error)
 		sw := cfg.Sweep
 		opts.Sweep = &sw
 	}
-	deps := &jobs.Deps{CP: api, Log: w.log, Metrics: w.metrics, Settings: cfg.Settings,
+	deps := &worker.Deps{CP: api, Log: w.log, Metrics: w.metrics, Settings: cfg.Settings,
 		Env: cfg.Env, OnOutcome: cfg.OnOutcome}
-	if w.client, err = jobs.NewWorkerClient(pool, deps, opts); err != nil {
+	if w.client, err = worker.NewWorkerClient(pool, deps, opts); err != nil {
 		return nil, fmt.Errorf("provisioner: %w", err)
 	}
 	w.srv, err = httpapi.New(httpapi.Config{Pool: pool, River: w.client, Registry: w.metrics.Registry,

@@ -18,6 +18,8 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/app"
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/sweep"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -68,10 +70,10 @@ func fleetLines(env *jobtest.Env, n int) (string, []jobs.ImportRow) {
 	return b.String(), rows
 }
 
-func sweepOnce(t *testing.T, env *jobtest.Env, dryRun bool) jobs.SweepResult {
+func sweepOnce(t *testing.T, env *jobtest.Env, dryRun bool) sweep.Result {
 	t.Helper()
 	s := jobs.SweepSettings{Grace: time.Minute, PageSize: 5, ProvisioningDeadline: 30 * time.Minute}
-	res, err := jobs.RunSweep(context.Background(), env.Deps, env.Insert, s, jobs.OrphanSweepArgs{DryRun: dryRun})
+	res, err := worker.RunSweep(context.Background(), env.Deps, env.Insert, s, jobs.OrphanSweepArgs{DryRun: dryRun})
 	require.NoError(t, err)
 	return res
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/config"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -61,7 +62,7 @@ func waitSweep(ctx context.Context, client *jobs.Client, id int64, limit time.Du
 		}
 		switch job.State {
 		case rivertype.JobStateCompleted:
-			res, ok := jobs.SweepOutput(job)
+			res, ok := worker.SweepOutput(job)
 			if !ok {
 				return fmt.Errorf("sweep job %d completed without output", id)
 			}

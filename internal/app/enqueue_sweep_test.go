@@ -11,13 +11,14 @@ import (
 
 	"github.com/molecule-ai/provision-worker/internal/app"
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
+	"github.com/molecule-ai/provision-worker/internal/sweep"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
 func TestEnqueueSweep_WaitPrintsCounts(t *testing.T) {
-	sweep := jobs.DefaultSweepSettings()
-	sweep.Interval = time.Hour
-	e := jobtest.New(t, jobtest.Config{Options: jobs.Options{Sweep: &sweep}})
+	settings := jobs.DefaultSweepSettings()
+	settings.Interval = time.Hour
+	e := jobtest.New(t, jobtest.Config{Options: jobs.Options{Sweep: &settings}})
 	// An instance the database has never seen, older than the grace period.
 	e.CP.AddInstance("0b6f8f9e-6a4e-4c36-9e55-0d6c6fb1d0a1", "running", time.Now().Add(-time.Hour))
 
@@ -31,7 +32,7 @@ func TestEnqueueSweep_WaitPrintsCounts(t *testing.T) {
 	err := app.RunEnqueue(context.Background(), cli, []string{"sweep", "--dry-run", "--force", "--wait", "--wait-timeout", "30s"})
 	require.NoError(t, err)
 
-	var res jobs.SweepResult
+	var res sweep.Result
 	require.NoError(t, json.Unmarshal(out.Bytes(), &res), out.String())
 	require.True(t, res.DryRun)
 	require.Equal(t, 1, res.ExaminedInstances)

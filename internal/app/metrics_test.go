@@ -21,6 +21,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/internal/workerloop"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -111,7 +112,7 @@ func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
 	env.WaitStatus(a, store.StatusStopped)
 
 	env.CP.AddInstance(uuid.NewString(), cpfake.StateRunning, time.Now().Add(-time.Hour)) // a stray
-	res, err := jobs.RunSweep(ctx, env.Deps, env.Insert,
+	res, err := worker.RunSweep(ctx, env.Deps, env.Insert,
 		jobs.SweepSettings{Grace: time.Minute, BreakerShare: 1, ProvisioningDeadline: time.Hour}, jobs.OrphanSweepArgs{})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Enqueued)

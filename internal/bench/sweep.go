@@ -12,6 +12,7 @@ import (
 
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -43,7 +44,7 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	deps := &jobs.Deps{Pool: pool, CP: api, Log: zerolog.New(io.Discard), Metrics: obs.NewMetrics(),
+	deps := &worker.Deps{Pool: pool, CP: api, Log: zerolog.New(io.Discard), Metrics: obs.NewMetrics(),
 		Settings: jobs.DefaultSettings()}
 	runtime.GC()
 	var before runtime.MemStats
@@ -54,7 +55,7 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 	// had, which open the breaker as a suspected second owner of the org
 	// id; forcing makes the sweep walk and plan its CP side in full, and a
 	// dry run acts on nothing either way.
-	res, err := jobs.RunSweep(ctx, deps, ins, jobs.DefaultSweepSettings(), jobs.OrphanSweepArgs{DryRun: true, Force: true})
+	res, err := worker.RunSweep(ctx, deps, ins, jobs.DefaultSweepSettings(), jobs.OrphanSweepArgs{DryRun: true, Force: true})
 	elapsed := time.Since(start)
 	peak := heap.Stop()
 	if err != nil {

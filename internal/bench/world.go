@@ -18,6 +18,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -70,11 +71,11 @@ func startCP(opts cpfake.Options) (*cpfake.Server, *cp.Client, error) {
 // newWorker builds the production worker client (sweep off: figure 6
 // measures it alone).
 func newWorker(pool *pgxpool.Pool, api cp.API, fs fetchSettings) (*jobs.Client, error) {
-	deps := &jobs.Deps{
+	deps := &worker.Deps{
 		CP: api, Log: zerolog.New(io.Discard).Level(zerolog.InfoLevel),
 		Metrics: obs.NewMetrics(), Settings: jobs.DefaultSettings(),
 	}
-	return jobs.NewWorkerClient(pool, deps, jobs.Options{
+	return worker.NewWorkerClient(pool, deps, jobs.Options{
 		ProvisionWorkers: prodWorkers, TerminateWorkers: prodWorkers,
 		FetchCooldown: fs.Cooldown, FetchPollInterval: fs.Poll,
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/internal/testdb"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -42,7 +43,7 @@ type Config struct {
 	// host's database, say) instead of a fresh one; its URL is not
 	// changed, so the worker runs on the session's own search_path.
 	DBURL string
-	// Env and OnOutcome are the host's hooks (jobs.Deps.Env, OnOutcome).
+	// Env and OnOutcome are the host's hooks (worker.Deps.Env, OnOutcome).
 	Env       jobs.EnvFunc
 	OnOutcome jobs.OutcomeFunc
 }
@@ -56,7 +57,7 @@ type Env struct {
 	API     *cp.Client
 	Insert  *jobs.Client
 	Worker  *jobs.Client
-	Deps    *jobs.Deps
+	Deps    *worker.Deps
 	Metrics *obs.Metrics
 	Logs    *SafeBuffer
 }
@@ -80,12 +81,12 @@ func New(t testing.TB, cfg Config) *Env {
 	e.startCP(cfg)
 	settings := cfg.Settings.Or(FastSettings())
 	log := zerolog.New(e.Logs).With().Timestamp().Logger()
-	e.Deps = &jobs.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings, Env: cfg.Env, OnOutcome: cfg.OnOutcome}
+	e.Deps = &worker.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings, Env: cfg.Env, OnOutcome: cfg.OnOutcome}
 	opts := cfg.Options
 	opts.FetchCooldown = firstDur(opts.FetchCooldown, 5*time.Millisecond)
 	opts.FetchPollInterval = firstDur(opts.FetchPollInterval, 20*time.Millisecond)
 	var err error
-	if e.Worker, err = jobs.NewWorkerClient(pool, e.Deps, opts); err != nil {
+	if e.Worker, err = worker.NewWorkerClient(pool, e.Deps, opts); err != nil {
 		t.Fatalf("jobtest: worker client: %v", err)
 	}
 	if e.Insert, err = jobs.NewInsertClient(pool, settings); err != nil {

@@ -1,0 +1,66 @@
+package worker
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/molecule-ai/provision-worker/internal/budget"
+	"github.com/molecule-ai/provision-worker/internal/jobtrace"
+	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/jobs"
+)
+
+// NewWorkerClient builds the River client that works every kind, with
+// terminates on their own queue (invariant 8).
+func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.Client, error) {
+	deps.Settings = deps.Settings.Or(jobs.DefaultSettings())
+	deps.Pool = pool
+	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
+	if _, err := store.For(deps.Settings.Schema); err != nil {
+		return nil, err
+	}
+	opts = opts.WithDefaults(deps.Settings)
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &ProvisionWorker{policy[jobs.ProvisionArgs]{deps: deps}})
+	river.AddWorker(workers, &TerminateWorker{policy[jobs.TerminateArgs]{deps: deps, stop: true}})
+	river.AddWorker(workers, &InstanceTerminateWorker{policy[jobs.InstanceTerminateArgs]{deps: deps, stop: true}})
+	queues := map[string]river.QueueConfig{
+		jobs.QueueProvision: {MaxWorkers: opts.ProvisionWorkers},
+		jobs.QueueTerminate: {MaxWorkers: opts.TerminateWorkers},
+	}
+	cfg := &river.Config{
+		ID:                opts.ID,
+		Schema:            deps.Settings.Schema,
+		Queues:            queues,
+		Workers:           workers,
+		Hooks:             []rivertype.Hook{&budget.Hook{For: deps.Settings.MaxAttempts}},
+		FetchCooldown:     opts.FetchCooldown,
+		FetchPollInterval: opts.FetchPollInterval,
+		// River's client-wide JobTimeout (default 1 min) must not exceed
+		// RescueStuckJobsAfter, so without this a RESCUE_AFTER under a
+		// minute (crash recovery in seconds) refused to start. Each kind
+		// still sets its own Timeout.
+		JobTimeout:                  max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout),
+		RescueStuckJobsAfter:        opts.RescueAfter,
+		DiscardedJobRetentionPeriod: opts.DiscardedRetention,
+		Logger:                      opts.Logger,
+		Middleware:                  jobtrace.Middleware(), // OpenTelemetry spans (internal/jobtrace)
+	}
+	if opts.Sweep != nil {
+		if err := addSweep(cfg, workers, deps, *opts.Sweep); err != nil {
+			return nil, err
+		}
+	}
+	if opts.RescueAfter <= max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout) {
+		return nil, fmt.Errorf("rescue-after %s must exceed the job timeouts", opts.RescueAfter)
+	}
+	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return c, nil
+}
