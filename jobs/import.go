@@ -29,6 +29,19 @@ type ImportOptions struct {
 	DryRun bool
 	// Actor names who imported, on the timeline ("" is "import").
 	Actor string
+	// Live, when not nil, is the CP's list of live instances (instance id
+	// to the workspace id the CP tags it with), read by the caller once
+	// before the import: a new row whose instance is not in it is refused
+	// ("not live at the CP"), and so is one the CP tags with another
+	// workspace. Without it a host row whose instance is long gone (a
+	// stale id the old flow never cleared) is registered running, and
+	// nothing ever notices: the sweep judges only instances the CP lists,
+	// never running rows against the CP. Import itself never calls the
+	// CP (it runs inside the caller's transaction); `enqueue import` fills
+	// Live from the CP's list unless given --no-cp-check, and a host
+	// should do the same. nil means not checked (a CP without a list
+	// endpoint); an empty, non-nil map means the CP holds nothing live.
+	Live map[string]string
 }
 
 // Import actions, one per row.
@@ -70,7 +83,10 @@ const importActor = "import"
 // A row is refused, alone, when its values are malformed, its instance is
 // recorded on another workspace (or given for two workspaces in rows),
 // or its workspace is already registered with another instance or in a
-// state other than running: a refused row never stops the others, and the
+// state other than running, or its instance is being stopped by a live
+// instance_terminate job (a sweep condemned it as a stray), or, with
+// opts.Live, the CP does not hold it live for that workspace: a refused
+// row never stops the others, and the
 // report says why each was refused. A database error fails the whole call
 // (the caller rolls back). DryRun decides every row the same way, without
 // locking or writing anything. Three statements, whatever len(rows).
@@ -90,7 +106,7 @@ func Import(ctx context.Context, db DB, rows []ImportRow, opts ImportOptions) (I
 		return ImportReport{}, err
 	}
 	im := newImport(rows)
-	if err := im.decide(ctx, st, db.db, !opts.DryRun); err != nil {
+	if err := im.decide(ctx, st, db.db, !opts.DryRun, opts.Live); err != nil {
 		return ImportReport{}, err
 	}
 	if !opts.DryRun {
@@ -185,10 +201,22 @@ func (im *importRun) refuse(i int, reason string) {
 	im.out[i].Action, im.out[i].Reason = ImportRefused, reason
 }
 
-// decide reads the rows' workspaces (under FOR UPDATE unless a dry run)
-// and the current owners of their instances, and settles every row: a
-// row still to be created is marked created before write inserts it.
-func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, lock bool) error {
+// decide reads the rows' workspaces (under FOR UPDATE unless a dry run),
+// the current owners of their instances and the instances live
+// instance_terminate jobs are stopping, and settles every row: a row
+// still to be created is marked created before write inserts it.
+//
+// The condemned check closes the race with a sweep that ran before the
+// import (a forced one, or one whose breaker let strays through): its
+// instance_terminate re-checks ownership when it runs, and if that
+// re-check ran before this import commits, it terminates the instance
+// and the imported row would say running on nothing, for good. Refusing
+// the row leaves the host's row for the operator (its instance is
+// going). A residual window remains: a sweep deciding concurrently with
+// the import, before the import commits, can still queue a terminate
+// this read did not see. The cutover closes it by order: the sweep is
+// off (no worker running the orphan sweep) until the import commits.
+func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, lock bool, live map[string]string) error {
 	if len(im.todo) == 0 {
 		return nil
 	}
@@ -200,7 +228,7 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 	if err != nil {
 		return fmt.Errorf("jobs: import: %w", err)
 	}
-	ownerOf, err := st.InstanceHolders(ctx, db, instances)
+	ownerOf, condemned, err := st.InstanceClaims(ctx, db, instances)
 	if err != nil {
 		return fmt.Errorf("jobs: import: %w", err)
 	}
@@ -218,9 +246,38 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 			im.refuse(i, "instance is already owned by workspace "+owner)
 			continue
 		}
+		if reason := newRowProblem(im.ids[i], inst, condemned, live); reason != "" {
+			im.refuse(i, reason)
+			continue
+		}
 		im.out[i].Action = ImportCreated
 	}
 	return nil
+}
+
+// newRowProblem is why a row new to the worker must not be registered
+// running on inst, or "": a live instance_terminate is stopping inst, or
+// (live not nil) the CP does not hold inst live for workspace id.
+func newRowProblem(id, inst string, condemned map[string]bool, live map[string]string) string {
+	if condemned[inst] {
+		return "a live instance_terminate job is stopping this instance (a sweep took it for a stray): " +
+			"not imported; let the job finish, then provision the workspace again (its host row's instance is gone)"
+	}
+	if live == nil {
+		return ""
+	}
+	ws, ok := live[inst]
+	switch {
+	case !ok:
+		return "instance is not live at the CP (terminated, or never launched): not imported; " +
+			"the host row's instance id is stale: provision the workspace again or remove the row"
+	case store.CanonicalID(ws) != id:
+		if !cp.ValidWorkspaceID(ws) {
+			ws = "(not a UUID)" // the CP's text is never echoed
+		}
+		return "the CP tags this instance with workspace " + ws + ": not imported; check the host row's instance id"
+	}
+	return ""
 }
 
 // against settles a row whose workspace is already registered: the same
