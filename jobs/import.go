@@ -19,6 +19,16 @@ type ImportRow struct {
 	Runtime     string `json:"runtime"`
 	Tier        int    `json:"tier"`
 	PlatformURL string `json:"platform_url,omitempty"`
+	// Removed marks a host row the host already deleted whose instance
+	// still runs: the old polling loop's unfinished stop. It is
+	// registered like the others, and the caller requests its
+	// terminate-with-delete in the same transaction (ImportReport.Stops,
+	// then RequestTerminateMany with Delete): left out of the import it
+	// would run on for ever, and as an instance of a workspace the worker
+	// never had it opens the sweep's breaker. On a re-run, a removed row
+	// whose stop the worker already has (desired not running) is
+	// unchanged.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // ImportOptions tune Import.
@@ -194,7 +204,7 @@ func allSame(rows []ImportRow, idx []int) bool {
 
 func sameRow(a, b ImportRow) bool {
 	return store.CanonicalID(a.WorkspaceID) == store.CanonicalID(b.WorkspaceID) && a.InstanceID == b.InstanceID &&
-		a.Runtime == b.Runtime && a.Tier == b.Tier && a.PlatformURL == b.PlatformURL
+		a.Runtime == b.Runtime && a.Tier == b.Tier && a.PlatformURL == b.PlatformURL && a.Removed == b.Removed
 }
 
 func (im *importRun) refuse(i int, reason string) {
@@ -239,7 +249,7 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 	for _, i := range im.todo {
 		inst := im.out[i].Row.InstanceID
 		if w, ok := byID[im.ids[i]]; ok {
-			im.against(i, w, inst)
+			im.against(i, w, inst, im.out[i].Row.Removed)
 			continue
 		}
 		if owner, ok := ownerOf[inst]; ok {
@@ -281,10 +291,16 @@ func newRowProblem(id, inst string, condemned map[string]bool, live map[string]s
 }
 
 // against settles a row whose workspace is already registered: the same
-// instance, running, is a re-run; anything else is the worker's own state
-// and is never overwritten by an import.
-func (im *importRun) against(i int, w store.Workspace, inst string) {
+// instance, running, is a re-run, and so is a removed row whose stop the
+// worker already has (an earlier import requested it; the instance id is
+// cleared once the stop is done); anything else is the worker's own
+// state and is never overwritten by an import.
+func (im *importRun) against(i int, w store.Workspace, inst string, removed bool) {
 	switch {
+	case removed && w.Desired != store.DesiredRunning && (w.InstanceID == inst || w.InstanceID == ""):
+		im.out[i].Action = ImportUnchanged
+	case removed:
+		im.refuse(i, fmt.Sprintf("removed row: the workspace is registered with instance %q (%s, desired %s); stop it with RequestTerminate", w.InstanceID, w.Status, w.Desired))
 	case w.InstanceID == inst && w.Status == store.StatusRunning:
 		im.out[i].Action = ImportUnchanged
 	case w.InstanceID == inst:
@@ -324,6 +340,23 @@ func (im *importRun) write(ctx context.Context, st *store.Store, db store.DB, ac
 		}
 	}
 	return nil
+}
+
+// Stops lists the workspace ids of the rows marked Removed that this call
+// registered (created, first occurrences only): the caller requests their
+// terminate-with-delete in the same transaction. A dry run lists the rows
+// it would register.
+func (r ImportReport) Stops() []string {
+	out := []string{}
+	seen := map[string]bool{}
+	for _, o := range r.Outcomes {
+		id := store.CanonicalID(o.Row.WorkspaceID)
+		if o.Row.Removed && o.Action == ImportCreated && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // report fills in the repeats and counts every outcome.
