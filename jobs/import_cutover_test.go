@@ -112,3 +112,23 @@ func TestImport_LiveRefusesInstancesTheCPDoesNotHoldForTheWorkspace(t *testing.T
 	_, err := store.MustFor("").Get(context.Background(), e.Pool, dead)
 	require.ErrorIs(t, err, store.ErrNotFound, "the dead instance's workspace was registered")
 }
+
+// A breaker opened by instances of unknown workspaces (after a cutover,
+// most often rows the import left out, such as removed rows still
+// holding an instance) says to re-run the import before any --force.
+func TestSweep_BreakerOnUnknownWorkspacesHintsReRunTheImportFirst(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{})
+	e.SeedHealthy(3)
+	e.OldInstance(uuid.NewString())
+	held := sweepNow(t, e, testSweep(), jobs.OrphanSweepArgs{})
+	require.Equal(t, "breaker_open", held.CPSide)
+	var hint string
+	for _, line := range strings.Split(e.Logs.String(), "\n") {
+		if strings.Contains(line, `"evt":"sweep.breaker_open"`) {
+			hint = line
+		}
+	}
+	require.NotEmpty(t, hint)
+	imp, force := strings.Index(hint, "re-run the import"), strings.Index(hint, "--force")
+	require.True(t, imp >= 0 && imp < force, "the hint names re-running the import before --force: %s", hint)
+}
