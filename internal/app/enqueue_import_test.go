@@ -23,10 +23,10 @@ import (
 
 // importOut is what `enqueue import` prints.
 type importOut struct {
-	DryRun    bool `json:"dry_run"`
-	Created   int  `json:"created"`
-	Unchanged int  `json:"unchanged"`
-	Refused   int  `json:"refused"`
+	DryRun    bool     `json:"dry_run"`
+	Created   int      `json:"created"`
+	Unchanged int      `json:"unchanged"`
+	Refused   int      `json:"refused"`
 	Stops     []string `json:"stops"`
 	Refusals  []struct {
 		Line        int    `json:"line"`
