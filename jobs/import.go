@@ -256,7 +256,7 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 			im.refuse(i, "instance is already owned by workspace "+owner)
 			continue
 		}
-		if reason := newRowProblem(im.ids[i], inst, condemned, live); reason != "" {
+		if reason := newRowProblem(im.out[i].Row, im.ids[i], condemned, live); reason != "" {
 			im.refuse(i, reason)
 			continue
 		}
@@ -266,10 +266,16 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 }
 
 // newRowProblem is why a row new to the worker must not be registered
-// running on inst, or "": a live instance_terminate is stopping inst, or
-// (live not nil) the CP does not hold inst live for workspace id.
-func newRowProblem(id, inst string, condemned map[string]bool, live map[string]string) string {
+// on its instance, or "": a live instance_terminate is stopping it, or
+// (live not nil) the CP does not hold it live for workspace id. A
+// removed row's advice differs: its instance was to be stopped anyway.
+func newRowProblem(r ImportRow, id string, condemned map[string]bool, live map[string]string) string {
+	inst := r.InstanceID
 	if condemned[inst] {
+		if r.Removed {
+			return "a live instance_terminate job is stopping this instance already: not imported; " +
+				"once it completes, clear the host row's instance id"
+		}
 		return "a live instance_terminate job is stopping this instance (a sweep took it for a stray): " +
 			"not imported; let the job finish, then provision the workspace again (its host row's instance is gone)"
 	}
@@ -278,6 +284,8 @@ func newRowProblem(id, inst string, condemned map[string]bool, live map[string]s
 	}
 	ws, ok := live[inst]
 	switch {
+	case !ok && r.Removed:
+		return "instance is not live at the CP: nothing to stop; not imported: clear the removed host row's instance id"
 	case !ok:
 		return "instance is not live at the CP (terminated, or never launched): not imported; " +
 			"the host row's instance id is stale: provision the workspace again or remove the row"

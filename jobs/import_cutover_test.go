@@ -74,6 +74,8 @@ func TestImport_LiveRefusesInstancesTheCPDoesNotHoldForTheWorkspace(t *testing.T
 	aliveInst := e.OldInstance(alive)
 	deadInst := e.CP.AddInstance(dead, cpfake.StateTerminated, time.Now().Add(-48*time.Hour)).InstanceID
 	otherInst := e.OldInstance(other)
+	gone := uuid.NewString()
+	goneInst := e.CP.AddInstance(gone, cpfake.StateTerminated, time.Now().Add(-48*time.Hour)).InstanceID
 	live := map[string]string{}
 	for _, in := range e.CP.Instances() {
 		if in.Live() {
@@ -84,6 +86,7 @@ func TestImport_LiveRefusesInstancesTheCPDoesNotHoldForTheWorkspace(t *testing.T
 		{WorkspaceID: alive, InstanceID: aliveInst, Runtime: "python", Tier: 1},
 		{WorkspaceID: dead, InstanceID: deadInst, Runtime: "python", Tier: 1},
 		{WorkspaceID: elsewhere, InstanceID: otherInst, Runtime: "python", Tier: 1},
+		{WorkspaceID: gone, InstanceID: goneInst, Runtime: "python", Tier: 1, Removed: true},
 	}
 	tests := []struct {
 		name   string
@@ -91,9 +94,10 @@ func TestImport_LiveRefusesInstancesTheCPDoesNotHoldForTheWorkspace(t *testing.T
 		action []string
 		reason []string
 	}{
-		{"checked", live, []string{jobs.ImportCreated, jobs.ImportRefused, jobs.ImportRefused},
-			[]string{"", "not live at the CP", "the CP tags this instance with workspace " + other}},
-		{"nil is not checked", nil, []string{jobs.ImportCreated, jobs.ImportCreated, jobs.ImportCreated}, []string{"", "", ""}},
+		{"checked", live, []string{jobs.ImportCreated, jobs.ImportRefused, jobs.ImportRefused, jobs.ImportRefused},
+			[]string{"", "not live at the CP", "the CP tags this instance with workspace " + other, "nothing to stop"}},
+		{"nil is not checked", nil, []string{jobs.ImportCreated, jobs.ImportCreated, jobs.ImportCreated, jobs.ImportCreated},
+			[]string{"", "", "", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -130,7 +130,11 @@ const maxImportListPages = 100_000
 // transaction opens, and maps each live instance to the workspace the CP
 // tags it with (jobs.ImportOptions.Live). Any failed page fails the
 // import (nothing imported): a partial list would refuse live rows. A CP
-// without the list endpoint is bad input naming --no-cp-check.
+// without the list endpoint is bad input naming --no-cp-check. The list
+// is a snapshot: an instance launched since is refused (re-run the
+// import), and one terminated between the read and the commit is still
+// registered; during a cutover nothing launches or stops the host's
+// instances but the host, which is why the old flow is paused then.
 func cpLive(ctx context.Context, cli CLI) (map[string]string, error) {
 	cfg, err := cp.ConfigFromEnv(cli.Getenv)
 	if err != nil {
