@@ -133,8 +133,7 @@ const maxImportListPages = 100_000
 // without the list endpoint is bad input naming --no-cp-check. The list
 // is a snapshot: an instance launched since is refused (re-run the
 // import), and one terminated between the read and the commit is still
-// registered; during a cutover nothing launches or stops the host's
-// instances but the host, which is why the old flow is paused then.
+// registered: a residual window as long as the import itself.
 func cpLive(ctx context.Context, cli CLI) (map[string]string, error) {
 	cfg, err := cp.ConfigFromEnv(cli.Getenv)
 	if err != nil {
