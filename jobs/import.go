@@ -19,6 +19,16 @@ type ImportRow struct {
 	Runtime     string `json:"runtime"`
 	Tier        int    `json:"tier"`
 	PlatformURL string `json:"platform_url,omitempty"`
+	// Removed marks a host row the host already deleted whose instance
+	// still runs: the old polling loop's unfinished stop. It is
+	// registered like the others, and the caller requests its
+	// terminate-with-delete in the same transaction (ImportReport.Stops,
+	// then RequestTerminateMany with Delete): left out of the import it
+	// would run on for ever, and as an instance of a workspace the worker
+	// never had it opens the sweep's breaker. On a re-run, a removed row
+	// whose stop the worker already has (desired not running) is
+	// unchanged.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // ImportOptions tune Import.
@@ -29,6 +39,19 @@ type ImportOptions struct {
 	DryRun bool
 	// Actor names who imported, on the timeline ("" is "import").
 	Actor string
+	// Live, when not nil, is the CP's list of live instances (instance id
+	// to the workspace id the CP tags it with), read by the caller once
+	// before the import: a new row whose instance is not in it is refused
+	// ("not live at the CP"), and so is one the CP tags with another
+	// workspace. Without it a host row whose instance is long gone (a
+	// stale id the old flow never cleared) is registered running, and
+	// nothing ever notices: the sweep judges only instances the CP lists,
+	// never running rows against the CP. Import itself never calls the
+	// CP (it runs inside the caller's transaction); `enqueue import` fills
+	// Live from the CP's list unless given --no-cp-check, and a host
+	// should do the same. nil means not checked (a CP without a list
+	// endpoint); an empty, non-nil map means the CP holds nothing live.
+	Live map[string]string
 }
 
 // Import actions, one per row.
@@ -70,7 +93,10 @@ const importActor = "import"
 // A row is refused, alone, when its values are malformed, its instance is
 // recorded on another workspace (or given for two workspaces in rows),
 // or its workspace is already registered with another instance or in a
-// state other than running: a refused row never stops the others, and the
+// state other than running, or its instance is being stopped by a live
+// instance_terminate job (a sweep condemned it as a stray), or, with
+// opts.Live, the CP does not hold it live for that workspace: a refused
+// row never stops the others, and the
 // report says why each was refused. A database error fails the whole call
 // (the caller rolls back). DryRun decides every row the same way, without
 // locking or writing anything. Three statements, whatever len(rows).
@@ -90,7 +116,7 @@ func Import(ctx context.Context, db DB, rows []ImportRow, opts ImportOptions) (I
 		return ImportReport{}, err
 	}
 	im := newImport(rows)
-	if err := im.decide(ctx, st, db.db, !opts.DryRun); err != nil {
+	if err := im.decide(ctx, st, db.db, !opts.DryRun, opts.Live); err != nil {
 		return ImportReport{}, err
 	}
 	if !opts.DryRun {
@@ -178,17 +204,29 @@ func allSame(rows []ImportRow, idx []int) bool {
 
 func sameRow(a, b ImportRow) bool {
 	return store.CanonicalID(a.WorkspaceID) == store.CanonicalID(b.WorkspaceID) && a.InstanceID == b.InstanceID &&
-		a.Runtime == b.Runtime && a.Tier == b.Tier && a.PlatformURL == b.PlatformURL
+		a.Runtime == b.Runtime && a.Tier == b.Tier && a.PlatformURL == b.PlatformURL && a.Removed == b.Removed
 }
 
 func (im *importRun) refuse(i int, reason string) {
 	im.out[i].Action, im.out[i].Reason = ImportRefused, reason
 }
 
-// decide reads the rows' workspaces (under FOR UPDATE unless a dry run)
-// and the current owners of their instances, and settles every row: a
-// row still to be created is marked created before write inserts it.
-func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, lock bool) error {
+// decide reads the rows' workspaces (under FOR UPDATE unless a dry run),
+// the current owners of their instances and the instances live
+// instance_terminate jobs are stopping, and settles every row: a row
+// still to be created is marked created before write inserts it.
+//
+// The condemned check closes the race with a sweep that ran before the
+// import (a forced one, or one whose breaker let strays through): its
+// instance_terminate re-checks ownership when it runs, and if that
+// re-check ran before this import commits, it terminates the instance
+// and the imported row would say running on nothing, for good. Refusing
+// the row leaves the host's row for the operator (its instance is
+// going). A residual window remains: a sweep deciding concurrently with
+// the import, before the import commits, can still queue a terminate
+// this read did not see. The cutover closes it by order: the sweep is
+// off (no worker running the orphan sweep) until the import commits.
+func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, lock bool, live map[string]string) error {
 	if len(im.todo) == 0 {
 		return nil
 	}
@@ -200,7 +238,7 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 	if err != nil {
 		return fmt.Errorf("jobs: import: %w", err)
 	}
-	ownerOf, err := st.InstanceHolders(ctx, db, instances)
+	ownerOf, condemned, err := st.InstanceClaims(ctx, db, instances)
 	if err != nil {
 		return fmt.Errorf("jobs: import: %w", err)
 	}
@@ -211,11 +249,15 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 	for _, i := range im.todo {
 		inst := im.out[i].Row.InstanceID
 		if w, ok := byID[im.ids[i]]; ok {
-			im.against(i, w, inst)
+			im.against(i, w, inst, im.out[i].Row.Removed)
 			continue
 		}
 		if owner, ok := ownerOf[inst]; ok {
 			im.refuse(i, "instance is already owned by workspace "+owner)
+			continue
+		}
+		if reason := newRowProblem(im.out[i].Row, im.ids[i], condemned, live); reason != "" {
+			im.refuse(i, reason)
 			continue
 		}
 		im.out[i].Action = ImportCreated
@@ -223,11 +265,50 @@ func (im *importRun) decide(ctx context.Context, st *store.Store, db store.DB, l
 	return nil
 }
 
-// against settles a row whose workspace is already registered: the same
-// instance, running, is a re-run; anything else is the worker's own state
-// and is never overwritten by an import.
-func (im *importRun) against(i int, w store.Workspace, inst string) {
+// newRowProblem is why a row new to the worker must not be registered
+// on its instance, or "": a live instance_terminate is stopping it, or
+// (live not nil) the CP does not hold it live for workspace id. A
+// removed row's advice differs: its instance was to be stopped anyway.
+func newRowProblem(r ImportRow, id string, condemned map[string]bool, live map[string]string) string {
+	inst := r.InstanceID
+	if condemned[inst] {
+		if r.Removed {
+			return "a live instance_terminate job is stopping this instance already: not imported; " +
+				"once it completes, clear the host row's instance id"
+		}
+		return "a live instance_terminate job is stopping this instance (a sweep took it for a stray): " +
+			"not imported; let the job finish, then provision the workspace again (its host row's instance is gone)"
+	}
+	if live == nil {
+		return ""
+	}
+	ws, ok := live[inst]
 	switch {
+	case !ok && r.Removed:
+		return "instance is not live at the CP: nothing to stop; not imported: clear the removed host row's instance id"
+	case !ok:
+		return "instance is not live at the CP (terminated, or never launched): not imported; " +
+			"the host row's instance id is stale: provision the workspace again or remove the row"
+	case store.CanonicalID(ws) != id:
+		if !cp.ValidWorkspaceID(ws) {
+			ws = "(not a UUID)" // the CP's text is never echoed
+		}
+		return "the CP tags this instance with workspace " + ws + ": not imported; check the host row's instance id"
+	}
+	return ""
+}
+
+// against settles a row whose workspace is already registered: the same
+// instance, running, is a re-run, and so is a removed row whose stop the
+// worker already has (an earlier import requested it; the instance id is
+// cleared once the stop is done); anything else is the worker's own
+// state and is never overwritten by an import.
+func (im *importRun) against(i int, w store.Workspace, inst string, removed bool) {
+	switch {
+	case removed && w.Desired != store.DesiredRunning && (w.InstanceID == inst || w.InstanceID == ""):
+		im.out[i].Action = ImportUnchanged
+	case removed:
+		im.refuse(i, fmt.Sprintf("removed row: the workspace is registered with instance %q (%s, desired %s); stop it with RequestTerminate", w.InstanceID, w.Status, w.Desired))
 	case w.InstanceID == inst && w.Status == store.StatusRunning:
 		im.out[i].Action = ImportUnchanged
 	case w.InstanceID == inst:
@@ -267,6 +348,23 @@ func (im *importRun) write(ctx context.Context, st *store.Store, db store.DB, ac
 		}
 	}
 	return nil
+}
+
+// Stops lists the workspace ids of the rows marked Removed that this call
+// registered (created, first occurrences only): the caller requests their
+// terminate-with-delete in the same transaction. A dry run lists the rows
+// it would register.
+func (r ImportReport) Stops() []string {
+	out := []string{}
+	seen := map[string]bool{}
+	for _, o := range r.Outcomes {
+		id := store.CanonicalID(o.Row.WorkspaceID)
+		if o.Row.Removed && o.Action == ImportCreated && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // report fills in the repeats and counts every outcome.

@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/molecule-ai/provision-worker/internal/config"
+	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -24,15 +26,21 @@ func init() {
 // maxImportLine bounds one JSON line on stdin; a row is four short fields.
 const maxImportLine = 64 << 10
 
-const importUsage = `import [--dry-run] < rows.jsonl  |  import --query "SELECT ..." [--dry-run]
+const importUsage = `import [--dry-run] [--no-cp-check] < rows.jsonl  |  import --query "SELECT ..." [--dry-run] [--no-cp-check]
 
 Registers the host's running workspaces as owned and running, before the
 first sweep, in one transaction. stdin: one JSON object per line,
-{"workspace_id","instance_id","runtime","tier"} (and "platform_url");
-a malformed line exits 2 and imports nothing. A row that is re-run is
-"unchanged"; a row with a malformed id, an instance another workspace
-owns, or a workspace already registered otherwise is refused on its own:
-the others are imported, every refusal is listed on stdout, exit 1.
+{"workspace_id","instance_id","runtime","tier"} (and "platform_url", and
+"removed": true for a host row already deleted whose instance still runs:
+it is registered and its terminate-with-delete requested in the same
+transaction); a malformed line exits 2 and imports nothing. The CP's list
+is read once first (CP settings from the env, as the worker's): a row
+whose instance is not live at the CP for its workspace is refused
+(--no-cp-check skips this, for a CP without a list endpoint). A row that
+is re-run is "unchanged"; a row with a malformed id, an instance another
+workspace owns or a live instance_terminate is stopping, or a workspace
+already registered otherwise is refused on its own: the others are
+imported, every refusal is listed on stdout, exit 1.
 `
 
 // importActor is the timeline's actor of a CLI import.
@@ -49,11 +57,12 @@ const importActor = "enqueue import"
 func runImport(ctx context.Context, cli CLI, args []string) error {
 	var c common
 	var query string
-	var dryRun bool
+	var dryRun, noCPCheck bool
 	set := config.New("enqueue import", cli.Getenv)
 	commonSettings(set, &c)
-	set.String(&query, "query", "", "", `read the rows from this SELECT instead of stdin: its columns are workspace_id, instance_id, runtime, tier, in that order (e.g. "SELECT id, instance_id, runtime, tier FROM public.workspaces WHERE instance_id IS NOT NULL AND status <> 'removed'")`)
+	set.String(&query, "query", "", "", `read the rows from this SELECT instead of stdin: its columns are workspace_id, instance_id, runtime, tier and, optionally, removed (bool), in that order (e.g. "SELECT id, instance_id, runtime, tier, status = 'removed' FROM public.workspaces WHERE instance_id IS NOT NULL")`)
 	set.Bool(&dryRun, "dry-run", "", false, "decide every row and report, change nothing")
+	set.Bool(&noCPCheck, "no-cp-check", "", false, "do not read the CP's list (a CP without a list endpoint): rows are imported without checking their instance is live")
 	if err := parseCmd(cli, set, &c, args, importUsage); err != nil {
 		return err
 	}
@@ -66,8 +75,14 @@ func runImport(ctx context.Context, cli CLI, args []string) error {
 		}
 	}
 	opts := jobs.ImportOptions{Schema: c.Settings.Schema, DryRun: dryRun, Actor: importActor}
+	if !noCPCheck {
+		var err error
+		if opts.Live, err = cpLive(ctx, cli); err != nil {
+			return err
+		}
+	}
 	var rep jobs.ImportReport
-	err := withTx(ctx, c, func(tx pgx.Tx, _ *jobs.Client) error {
+	err := withTx(ctx, c, func(tx pgx.Tx, client *jobs.Client) error {
 		if query != "" {
 			var err error
 			if rows, err = queryImportRows(ctx, tx, query); err != nil {
@@ -75,8 +90,10 @@ func runImport(ctx context.Context, cli CLI, args []string) error {
 			}
 		}
 		var err error
-		rep, err = jobs.Import(ctx, jobs.PgxDB(tx), rows, opts)
-		return err
+		if rep, err = jobs.Import(ctx, jobs.PgxDB(tx), rows, opts); err != nil {
+			return err
+		}
+		return requestStops(ctx, tx, client, rep, dryRun)
 	})
 	if err != nil {
 		return err
@@ -88,6 +105,67 @@ func runImport(ctx context.Context, cli CLI, args []string) error {
 		return refusedError{refused: rep.Refused, total: len(rep.Outcomes), dryRun: dryRun}
 	}
 	return nil
+}
+
+// requestStops requests the terminate-with-delete of every removed row
+// the import registered, in its transaction: the old polling loop's
+// unfinished stops, handed to the worker with the rows.
+func requestStops(ctx context.Context, tx pgx.Tx, client *jobs.Client, rep jobs.ImportReport, dryRun bool) error {
+	stops := rep.Stops()
+	if dryRun || len(stops) == 0 {
+		return nil
+	}
+	opts := jobs.TerminateOptions{Delete: true, Actor: importActor}
+	if _, err := jobs.RequestTerminateMany(ctx, tx, client, stops, opts); err != nil {
+		return fmt.Errorf("request terminate of removed rows: %w", err)
+	}
+	return nil
+}
+
+// maxImportListPages bounds the walk of the CP's list: a cursor that
+// never ends fails the import instead of holding it for ever.
+const maxImportListPages = 100_000
+
+// cpLive reads the CP's whole list for the org once, before the import's
+// transaction opens, and maps each live instance to the workspace the CP
+// tags it with (jobs.ImportOptions.Live). Any failed page fails the
+// import (nothing imported): a partial list would refuse live rows. A CP
+// without the list endpoint is bad input naming --no-cp-check. The list
+// is a snapshot: an instance launched since is refused (re-run the
+// import), and one terminated between the read and the commit is still
+// registered: a residual window as long as the import itself.
+func cpLive(ctx context.Context, cli CLI) (map[string]string, error) {
+	cfg, err := cp.ConfigFromEnv(cli.Getenv)
+	if err != nil {
+		// cp's configuration errors name the variable, never a value.
+		return nil, fmt.Errorf("%w: %s (or pass --no-cp-check)", config.ErrUsage, err.Error())
+	}
+	api, err := cp.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", config.ErrUsage, err.Error())
+	}
+	live := map[string]string{}
+	cursor := ""
+	for range maxImportListPages {
+		page, err := api.List(ctx, cp.ListOptions{Cursor: cursor})
+		if errors.Is(err, cp.ErrListUnsupported) {
+			return nil, fmt.Errorf("%w: the CP has no list endpoint, so the import cannot check that each instance is live: "+
+				"pass --no-cp-check to import without the check; nothing was imported", config.ErrUsage)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the CP's list (nothing was imported; --no-cp-check skips it): %w", err)
+		}
+		for _, in := range page.Instances {
+			if in.Live() {
+				live[in.InstanceID] = store.CanonicalID(in.WorkspaceID)
+			}
+		}
+		if page.NextCursor == "" {
+			return live, nil
+		}
+		cursor = page.NextCursor
+	}
+	return nil, errors.New("read the CP's list: it did not end; nothing was imported")
 }
 
 // refusedError is exit 1: the rest was imported (committed), and a script
@@ -164,11 +242,16 @@ func parseImportLine(text []byte) (jobs.ImportRow, error) {
 // input (exit 2); the transaction is rolled back.
 func queryImportRows(ctx context.Context, tx pgx.Tx, query string) ([]jobs.ImportRow, error) {
 	query = strings.TrimRight(strings.TrimSpace(query), "; \t\n")
-	if err := checkImportColumns(ctx, tx, query); err != nil {
+	n, err := checkImportColumns(ctx, tx, query)
+	if err != nil {
 		return nil, err
 	}
-	res, err := tx.Query(ctx, `SELECT coalesce(w::text, ''), coalesce(i::text, ''), coalesce(r::text, ''), coalesce(t::int, 0)
-		FROM (`+query+"\n"+`) AS q(w, i, r, t)`)
+	cols, removed := "q(w, i, r, t)", "false"
+	if n == 5 {
+		cols, removed = "q(w, i, r, t, d)", "coalesce(d::bool, false)"
+	}
+	res, err := tx.Query(ctx, `SELECT coalesce(w::text, ''), coalesce(i::text, ''), coalesce(r::text, ''), coalesce(t::int, 0), `+
+		removed+` FROM (`+query+"\n"+`) AS `+cols)
 	if err != nil {
 		return nil, queryError(err)
 	}
@@ -176,7 +259,7 @@ func queryImportRows(ctx context.Context, tx pgx.Tx, query string) ([]jobs.Impor
 	var rows []jobs.ImportRow
 	for res.Next() {
 		var r jobs.ImportRow
-		if err := res.Scan(&r.WorkspaceID, &r.InstanceID, &r.Runtime, &r.Tier); err != nil {
+		if err := res.Scan(&r.WorkspaceID, &r.InstanceID, &r.Runtime, &r.Tier, &r.Removed); err != nil {
 			return nil, queryError(err)
 		}
 		rows = append(rows, r)
@@ -187,22 +270,22 @@ func queryImportRows(ctx context.Context, tx pgx.Tx, query string) ([]jobs.Impor
 	return rows, nil
 }
 
-// checkImportColumns refuses a query without exactly four columns: a
-// `SELECT *` would otherwise be read by position.
-func checkImportColumns(ctx context.Context, tx pgx.Tx, query string) error {
+// checkImportColumns refuses a query without four or five columns (the
+// fifth is removed): a `SELECT *` would otherwise be read by position.
+func checkImportColumns(ctx context.Context, tx pgx.Tx, query string) (int, error) {
 	res, err := tx.Query(ctx, `SELECT * FROM (`+query+"\n"+`) AS q LIMIT 0`)
 	if err != nil {
-		return queryError(err)
+		return 0, queryError(err)
 	}
 	n := len(res.FieldDescriptions())
 	res.Close()
 	if err := res.Err(); err != nil {
-		return queryError(err)
+		return 0, queryError(err)
 	}
-	if n != 4 {
-		return fmt.Errorf("%w: --query: want 4 columns (workspace_id, instance_id, runtime, tier), got %d; nothing was imported", config.ErrUsage, n)
+	if n != 4 && n != 5 {
+		return 0, fmt.Errorf("%w: --query: want 4 or 5 columns (workspace_id, instance_id, runtime, tier[, removed]), got %d; nothing was imported", config.ErrUsage, n)
 	}
-	return nil
+	return n, nil
 }
 
 // queryError makes Postgres' refusal of the query bad input; anything
@@ -222,6 +305,9 @@ type importJSON struct {
 	Unchanged int           `json:"unchanged"`
 	Refused   int           `json:"refused"`
 	Refusals  []refusalJSON `json:"refusals"`
+	// Stops lists the removed rows registered and handed to the worker
+	// as terminates-with-delete (in a dry run: that would be).
+	Stops []string `json:"stops"`
 }
 
 // refusalJSON names a refused row by its place in the input: its stdin
@@ -236,7 +322,7 @@ type refusalJSON struct {
 
 func importSummary(rep jobs.ImportReport, dryRun bool, lines []int) importJSON {
 	out := importJSON{DryRun: dryRun, Created: rep.Created, Unchanged: rep.Unchanged, Refused: rep.Refused,
-		Refusals: []refusalJSON{}}
+		Refusals: []refusalJSON{}, Stops: rep.Stops()}
 	for i, o := range rep.Outcomes {
 		if o.Action != jobs.ImportRefused {
 			continue

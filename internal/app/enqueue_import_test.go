@@ -25,10 +25,11 @@ import (
 
 // importOut is what `enqueue import` prints.
 type importOut struct {
-	DryRun    bool `json:"dry_run"`
-	Created   int  `json:"created"`
-	Unchanged int  `json:"unchanged"`
-	Refused   int  `json:"refused"`
+	DryRun    bool     `json:"dry_run"`
+	Created   int      `json:"created"`
+	Unchanged int      `json:"unchanged"`
+	Refused   int      `json:"refused"`
+	Stops     []string `json:"stops"`
 	Refusals  []struct {
 		Line        int    `json:"line"`
 		Row         int    `json:"row"`
@@ -42,12 +43,9 @@ type importOut struct {
 func runImport(t *testing.T, env *jobtest.Env, stdin string, args ...string) (importOut, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	getenv := func(k string) string {
-		if k == "DATABASE_URL" {
-			return env.DBURL
-		}
-		return ""
-	}
+	vars := consoleVars(env) // the CP's settings: the import reads its list
+	vars["DATABASE_URL"] = env.DBURL
+	getenv := func(k string) string { return vars[k] }
 	err := app.RunEnqueue(context.Background(), app.CLI{In: strings.NewReader(stdin), Out: &out, Err: &errOut, Getenv: getenv},
 		append([]string{"import"}, args...))
 	var res importOut
@@ -88,7 +86,7 @@ func TestEnqueueImport_StdinRegistersTheFleetForTheSweep(t *testing.T) {
 
 	res, _, err := runImport(t, env, "\n"+lines+"\n")
 	require.NoError(t, err)
-	require.Equal(t, importOut{Created: 12, Refusals: res.Refusals}, res)
+	require.Equal(t, importOut{Created: 12, Stops: []string{}, Refusals: res.Refusals}, res)
 	require.Empty(t, res.Refusals)
 	counts := biCounts(t, env)
 
@@ -238,8 +236,9 @@ func TestEnqueueImport_BadQueryExits2AndWritesNothing(t *testing.T) {
 	for _, tc := range []struct{ name, query, msg string }{
 		{"syntax error", `SELEC id`, "SQLSTATE 42601"},
 		{"no such table", `SELECT id, instance_id, runtime, tier FROM public.nope`, "SQLSTATE 42P01"},
-		{"three columns", `SELECT id, instance_id, runtime FROM provisioner.workspaces`, "want 4 columns"},
-		{"five columns", `SELECT id, instance_id, runtime, tier, 1 FROM provisioner.workspaces`, "want 4 columns"},
+		{"three columns", `SELECT id, instance_id, runtime FROM provisioner.workspaces`, "want 4 or 5 columns"},
+		{"six columns", `SELECT id, instance_id, runtime, tier, true, 1 FROM provisioner.workspaces`, "want 4 or 5 columns"},
+		{"removed not a bool", `SELECT id, instance_id, runtime, tier, 'x' FROM provisioner.workspaces`, "SQLSTATE 22P02"},
 		{"a delete", `DELETE FROM provisioner.workspaces RETURNING id, instance_id, runtime, tier`, "SQLSTATE 42601"},
 		{"a second statement", `SELECT 1, 2, 3, 4; DELETE FROM provisioner.workspaces`, "SQLSTATE 42601"},
 		{"tier not a number", `SELECT id, instance_id, runtime, 'x' FROM provisioner.workspaces`, "SQLSTATE 22P02"},
@@ -267,6 +266,9 @@ func TestEnqueueImportProcess_ExitCodes(t *testing.T) {
 	run := func(stdin string) (string, string, int) {
 		cmd := exec.Command(bin, "import")
 		cmd.Env = []string{"DATABASE_URL=" + env.DBURL, "PATH=" + os.Getenv("PATH")}
+		for k, v := range consoleVars(env) {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
 		cmd.Stdin = strings.NewReader(stdin)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -37,31 +37,48 @@ func (st *Store) ReadMany(ctx context.Context, db DB, ids []string, lock bool) (
 		WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb)) ORDER BY id`, string(b))
 }
 
-// InstanceHolders maps each of instanceIDs that a row records to that
-// row's workspace id (the unique index on instance_id answers each).
-func (st *Store) InstanceHolders(ctx context.Context, db DB, instanceIDs []string) (map[string]string, error) {
+// InstanceClaims is what already claims each of instanceIDs: holders
+// maps one that a row records to that row's workspace id (the unique
+// index on instance_id answers each), and condemned holds those a live
+// instance_terminate job is stopping (LockForRecord's `condemned`, for a
+// batch; River's GIN index on args answers each). An import must
+// register neither: the first is another workspace's, and the second is
+// terminated whether or not a row holds it when the job runs. One
+// statement, whatever the batch.
+func (st *Store) InstanceClaims(ctx context.Context, db DB, instanceIDs []string) (holders map[string]string, condemned map[string]bool, err error) {
 	b, err := json.Marshal(instanceIDs)
 	if err != nil {
-		return nil, fmt.Errorf("store: encode instance ids: %w", err)
+		return nil, nil, fmt.Errorf("store: encode instance ids: %w", err)
 	}
-	rows, err := st.on(db).Query(ctx, `SELECT instance_id, id::text FROM {schema}.workspaces
-		WHERE instance_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))`, string(b))
+	rows, err := st.on(db).Query(ctx, `SELECT i, coalesce(holder, ''), condemned FROM (
+			SELECT v.value AS i,
+				(SELECT id::text FROM {schema}.workspaces WHERE instance_id = v.value) AS holder,
+				EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = 'instance_terminate'
+					AND args @> jsonb_build_object('instance_id', v.value) AND state IN `+liveJobStates+`) AS condemned
+			FROM jsonb_array_elements_text($1::jsonb) AS v
+		) AS c WHERE holder IS NOT NULL OR condemned`, string(b))
 	if err != nil {
-		return nil, fmt.Errorf("store: read instance holders: %w", err)
+		return nil, nil, fmt.Errorf("store: read instance claims: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]string{}
+	holders, condemned = map[string]string{}, map[string]bool{}
 	for rows.Next() {
 		var inst, ws string
-		if err := rows.Scan(&inst, &ws); err != nil {
-			return nil, fmt.Errorf("store: scan instance holder: %w", err)
+		var doomed bool
+		if err := rows.Scan(&inst, &ws, &doomed); err != nil {
+			return nil, nil, fmt.Errorf("store: scan instance claim: %w", err)
 		}
-		out[inst] = ws
+		if ws != "" {
+			holders[inst] = ws
+		}
+		if doomed {
+			condemned[inst] = true
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: read instance holders: %w", err)
+		return nil, nil, fmt.Errorf("store: read instance claims: %w", err)
 	}
-	return out, nil
+	return holders, condemned, nil
 }
 
 // ImportMany inserts every row as running, desired running, generation 1,

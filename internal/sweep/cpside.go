@@ -240,12 +240,26 @@ func (r *run) decideCP(sc cpScan) bool {
 	obs.Event(r.d.Log, zerolog.ErrorLevel, obs.EvSweepBreakerOpen, obs.Fields{Extra: map[string]any{
 		"strays": sc.strays, "live_instances": r.res.LiveInstances, "share": r.s.BreakerShare,
 		"min_strays": r.s.BreakerMinStrays, "unknown_workspace_instances": sc.foreign, "second_owner_suspected": ownerTrip,
-		"forced": r.o.Force, "hint": "check the database and org id, then run `enqueue sweep --force`"}})
+		"forced": r.o.Force, "hint": breakerHint(sc.foreign)}})
 	if !r.o.Force {
 		r.res.CPSide = CPBreakerOpen
 		return false
 	}
 	return true
+}
+
+// breakerHint tells the operator what to do about an open breaker.
+// Instances of workspaces this database never had are, after a cutover,
+// most often host rows the import left out (removed rows that still hold
+// an instance, above all): re-running the import registers them, where
+// a --force would terminate them.
+func breakerHint(foreign int) string {
+	if foreign > 0 {
+		return "instances of workspaces this database never had: if the host's fleet was imported, re-run the import " +
+			"(`enqueue import`, removed rows included, --dry-run first); otherwise check the database and org id; " +
+			"only then run `enqueue sweep --force`"
+	}
+	return "check the database and org id, then run `enqueue sweep --force`"
 }
 
 // actCP terminates the strays decideCP let through, within what is left

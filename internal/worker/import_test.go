@@ -305,7 +305,7 @@ func TestImport_StatementsDoNotGrowWithTheBatch(t *testing.T) {
 		require.Equal(t, n, rep.Created)
 		return counter.n.Load() - before
 	}
-	require.Equal(t, int64(3), statements(5))
+	require.Equal(t, int64(3), statements(5), "two reads and one write")
 	require.Equal(t, int64(3), statements(2000))
 }
 

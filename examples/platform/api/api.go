@@ -43,6 +43,7 @@ var (
 type API struct {
 	DB     *sql.DB
 	Client *jobs.SQLClient // insert-only, in the worker's schema
+	Schema string          // the worker's schema ("" is the default)
 	Box    *secrets.Box
 	Log    *slog.Logger
 }
@@ -174,8 +175,15 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
+		known, err := a.workerKnown(r.Context(), tx, ids)
+		if err != nil {
+			return nil, err
+		}
+		if len(known) == 0 {
+			return ids, nil
+		}
 		opts := jobs.TerminateOptions{Delete: true, Actor: "platform-delete"}
-		if _, err := jobs.RequestTerminateMany(r.Context(), tx, a.Client, ids, opts); err != nil {
+		if _, err := jobs.RequestTerminateMany(r.Context(), tx, a.Client, known, opts); err != nil {
 			return nil, fmt.Errorf("request terminate: %w", err)
 		}
 		return ids, nil
@@ -190,8 +198,54 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, DeleteResponse{Removed: ids})
 }
 
+// workerKnown returns the ids (of rows just marked removed) the worker
+// has a row for, whose stops it carries out. The others are host rows
+// from before the cutover that the import never took, as they hold no
+// instance (a create whose goroutine failed): marked removed, they are
+// done, as there is nothing to stop. RequestTerminateMany refuses the
+// whole batch for one unknown id (it catches typos), so without this
+// filter one such row blocked every delete of its subtree for good. An
+// unknown row that does hold an instance is still refused (409, "run
+// `platform import` first"): deleting it here would leave its instance
+// running with nothing tracking it. One read per row: a subtree is small.
+func (a *API) workerKnown(ctx context.Context, tx *sql.Tx, ids []string) ([]string, error) {
+	known := make([]string, 0, len(ids))
+	for _, id := range ids {
+		ok, err := a.knownOrIdle(ctx, tx, id)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			known = append(known, id)
+		}
+	}
+	return known, nil
+}
+
+// knownOrIdle reports whether the worker has a row for id; an unknown id
+// whose host row holds an instance is jobs.ErrUnknownWorkspace.
+func (a *API) knownOrIdle(ctx context.Context, tx *sql.Tx, id string) (bool, error) {
+	_, unknown := jobs.GetWorkspace(ctx, jobs.SQLDB(tx), a.Schema, id)
+	switch {
+	case unknown == nil:
+		return true, nil
+	case !errors.Is(unknown, jobs.ErrUnknownWorkspace):
+		return false, fmt.Errorf("read worker row: %w", unknown)
+	}
+	host, err := hostdb.Get(ctx, tx, id)
+	if err != nil {
+		return false, err
+	}
+	if host.InstanceID != "" {
+		return false, unknown // never imported, and it holds an instance
+	}
+	return false, nil
+}
+
 // restart asks for a stop and a fresh provision, in one transaction with
-// the row going back to provisioning.
+// the row going back to provisioning. A row from before the cutover that
+// the worker never had (the import takes rows with an instance only) has
+// nothing to stop: it is provisioned afresh, from the host's row.
 func (a *API) restart(w http.ResponseWriter, r *http.Request) {
 	id, ok := a.pathID(w, r)
 	if !ok {
@@ -201,7 +255,16 @@ func (a *API) restart(w http.ResponseWriter, r *http.Request) {
 		if err := hostdb.MarkRestarting(r.Context(), tx, id); err != nil {
 			return hostdb.Workspace{}, err
 		}
-		if _, err := jobs.RequestRestart(r.Context(), tx, a.Client, id, "platform-restart"); err != nil {
+		known, err := a.knownOrIdle(r.Context(), tx, id)
+		if err != nil {
+			return hostdb.Workspace{}, err
+		}
+		if known {
+			_, err = jobs.RequestRestart(r.Context(), tx, a.Client, id, "platform-restart")
+		} else {
+			err = a.provisionFromHost(r.Context(), tx, id)
+		}
+		if err != nil {
 			return hostdb.Workspace{}, fmt.Errorf("request restart: %w", err)
 		}
 		return hostdb.Get(r.Context(), tx, id)
@@ -211,6 +274,18 @@ func (a *API) restart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, ws)
+}
+
+// provisionFromHost requests a provision of id from its host row's
+// runtime and tier (the env hook supplies its env at call time).
+func (a *API) provisionFromHost(ctx context.Context, tx *sql.Tx, id string) error {
+	host, err := hostdb.Get(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	_, err = jobs.RequestProvision(ctx, tx, a.Client, jobs.ProvisionRequest{
+		WorkspaceID: id, Runtime: host.Runtime, Tier: host.Tier, Actor: "platform-restart"})
+	return err
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) {

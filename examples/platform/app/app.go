@@ -141,7 +141,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		return fmt.Errorf("worker start: %w", err)
 	}
 	mux := http.NewServeMux()
-	(&api.API{DB: db, Client: client, Box: box, Log: log}).Register(mux)
+	(&api.API{DB: db, Client: client, Schema: wc.Settings.Schema, Box: box, Log: log}).Register(mux)
 	MountWorker(mux, worker.Handler())
 	err = serve(ctx, c.Addr, mux, log)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout(wc)+5*time.Second)

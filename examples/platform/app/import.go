@@ -48,16 +48,7 @@ func Import(ctx context.Context, db *sql.DB, schema string, dryRun bool) (Import
 	if err != nil {
 		return ImportReport{}, fmt.Errorf("import: %w", err)
 	}
-	removed := map[string]bool{}
-	for _, in := range live {
-		removed[in.WorkspaceID] = in.Status == hostdb.StatusRemoved
-	}
-	out := ImportReport{ImportReport: rep, Stops: []string{}, Owned: owned}
-	for _, o := range rep.Outcomes {
-		if removed[o.Row.WorkspaceID] && o.Action == jobs.ImportCreated {
-			out.Stops = append(out.Stops, o.Row.WorkspaceID)
-		}
-	}
+	out := ImportReport{ImportReport: rep, Stops: rep.Stops(), Owned: owned}
 	if dryRun {
 		return out, nil
 	}
@@ -96,7 +87,8 @@ func candidates(ctx context.Context, tx *sql.Tx, schema string, live []hostdb.In
 			owned = append(owned, in.WorkspaceID)
 			continue
 		}
-		rows = append(rows, jobs.ImportRow{WorkspaceID: in.WorkspaceID, InstanceID: in.InstanceID, Runtime: in.Runtime, Tier: in.Tier})
+		rows = append(rows, jobs.ImportRow{WorkspaceID: in.WorkspaceID, InstanceID: in.InstanceID, Runtime: in.Runtime, Tier: in.Tier,
+			Removed: in.Status == hostdb.StatusRemoved})
 	}
 	return rows, owned, nil
 }
