@@ -38,7 +38,7 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	ws := ps.Workspace
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !ps.Pending) {
 		w.skip(job, ws)
-		return nil
+		return w.handOffUnrecorded(ctx, job)
 	}
 	if err != nil {
 		return err
@@ -175,8 +175,14 @@ func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionAr
 	rctx, cancel := ownContext(ctx)
 	defer cancel()
 	err := w.recordTx(rctx, job, inst, adopted)
+	if err != nil {
+		// The answer outlives this attempt even when the row moves on
+		// before the retry (noteUnrecorded).
+		err = errors.Join(err, w.noteUnrecorded(ctx, job, inst))
+	}
 	if err == nil || (!finalNotCompleted(err) && runsAgain(ctx, job.JobRow)) {
-		// A job that is merely retryable is left alone: its retry adopts it.
+		// A job that is merely retryable is left alone: its retry adopts
+		// it, or hands it off from the note when it does not record it.
 		return err
 	}
 	// The job was cancelled, discarded or finished by a newer attempt while
