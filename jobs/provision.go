@@ -362,6 +362,12 @@ func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[ProvisionAr
 		return fmt.Errorf("mark failed after %v: %w", cause, err)
 	}
 	t.log(w.deps.Log)
+	// The generation failed for good: what an earlier attempt could not
+	// record is no one's now. Should the hand-off fail, the job runs again
+	// (not cancelled), skips the failed row and hands off from there.
+	if err := w.handOffUnrecorded(ctx, job); err != nil {
+		return errors.Join(cause, err)
+	}
 	if permanent {
 		return river.JobCancel(cause)
 	}

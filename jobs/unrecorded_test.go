@@ -96,6 +96,31 @@ func TestProvision_UnrecordedAnswerIsStoppedWithoutAList(t *testing.T) {
 	}
 }
 
+// A retry that refuses to launch again without a list endpoint fails the
+// generation for good: the instance the first attempt could not record
+// is handed off from the note then, not left running until the
+// workspace is stopped.
+func TestProvision_UnrecordedAnswerOfAFailedGenerationIsHandedOff(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{
+		Fake:     cpfake.Options{NoList: true},
+		Settings: jobs.Settings{BackoffBase: 10 * time.Millisecond, RefuseAmbiguousWithoutList: true},
+	})
+	failFirstRecord(t, e)
+	id := uuid.NewString()
+	job := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job
+	require.Equal(t, rivertype.JobStateCancelled, finalJob(t, e, job.ID).State)
+	require.Equal(t, store.StatusFailed, e.Workspace(id).Status)
+	require.Len(t, requestsOf(e.CP, cpfake.RouteProvision), 1, "the retry launched nothing")
+	var launched []string
+	for _, inst := range e.CP.Instances() {
+		if inst.WorkspaceID == id {
+			launched = append(launched, inst.InstanceID)
+		}
+	}
+	require.Len(t, launched, 1)
+	requireTerminatedByInstanceTerminate(t, e, launched[0])
+}
+
 // failFirstRecord makes the database refuse the first record of an
 // instance id (a trigger standing in for a deadlock or a lost
 // connection): a recordTx failure that is not the outcome hook's.
