@@ -48,6 +48,10 @@ const (
 	EvEnvHookFailed    = "provision.env_hook_failed"
 	EvStoredEnvIgnored = "provision.stored_env_ignored"
 	EvOutcomeHookFail  = "outcome_hook.failed"
+	// EvProvisionUnrecorded is an instance id the CP answered that a
+	// non-final provision attempt failed to record: the durable note that
+	// owns it until a later attempt records it or hands it off.
+	EvProvisionUnrecorded = "provision.unrecorded"
 )
 
 // NewLogger returns a JSON logger at level ("debug", "info", "warn",

@@ -40,7 +40,7 @@ func (w *ProvisionWorker) Work(ctx context.Context, job *river.Job[jobs.Provisio
 	ws := ps.Workspace
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !ps.Pending) {
 		w.skip(job, ws)
-		return nil
+		return w.handOffUnrecorded(ctx, job)
 	}
 	if err != nil {
 		return err
@@ -177,8 +177,14 @@ func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[jobs.Provis
 	rctx, cancel := ownContext(ctx)
 	defer cancel()
 	err := w.recordTx(rctx, job, inst, adopted)
+	if err != nil {
+		// The answer outlives this attempt even when the row moves on
+		// before the retry (noteUnrecorded).
+		err = errors.Join(err, w.noteUnrecorded(ctx, job, inst))
+	}
 	if err == nil || (!finalNotCompleted(err) && runsAgain(ctx, job.JobRow)) {
-		// A job that is merely retryable is left alone: its retry adopts it.
+		// A job that is merely retryable is left alone: its retry adopts
+		// it, or hands it off from the note when it does not record it.
 		return err
 	}
 	// The job was cancelled, discarded or finished by a newer attempt while
@@ -358,6 +364,12 @@ func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[jobs.Provis
 		return fmt.Errorf("mark failed after %v: %w", cause, err)
 	}
 	t.log(w.deps.Log)
+	// The generation failed for good: what an earlier attempt could not
+	// record is no one's now. Should the hand-off fail, the job runs again
+	// (not cancelled), skips the failed row and hands off from there.
+	if err := w.handOffUnrecorded(ctx, job); err != nil {
+		return errors.Join(cause, err)
+	}
 	if permanent {
 		return river.JobCancel(cause)
 	}

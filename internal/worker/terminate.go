@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -98,9 +99,12 @@ var errStoppingNow = errors.New("the workspace is stopping now")
 
 // stopUnrecorded handles a stop with no recorded id: an attempted
 // provision may still launch (or have launched, answer lost) an
-// instance, so wait for it, then terminate whatever the CP lists. It
-// returns the ids it stopped, for the timeline: the next generation must
-// never adopt them while the CP still lists them as running.
+// instance, so wait for it, then terminate what a failed record noted
+// (noteUnrecorded: the provision job may never run again, cancelled or
+// discarded, and without a list endpoint nothing else names it) and
+// whatever the CP lists. It returns the ids it stopped, for the timeline:
+// the next generation must never adopt them while the CP still lists them
+// as running, and a later stop skips a noted instance stopped here.
 func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[jobs.TerminateArgs]) ([]string, error) {
 	live, err := w.deps.st().LiveJobs(ctx, w.deps.Pool, jobs.KindProvision, job.Args.WorkspaceID)
 	if err != nil {
@@ -122,8 +126,22 @@ func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[job
 			Extra: map[string]any{"provision_job_id": p.ID, "provision_state": p.State}})
 		return nil, w.deps.waitOrFail(job.JobRow, w.deps.Settings.ProvisionWait, errProvisionInFlight)
 	}
-	var stopped []string
+	// Instances the CP answered but no attempt recorded (noteUnrecorded):
+	// without a list endpoint nothing else here knows of them.
+	stopped, err := w.deps.unrecorded(ctx, job.Args.WorkspaceID, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range stopped {
+		if err := stopInstance(ctx, w.deps.CP, job.Args.WorkspaceID, id); err != nil {
+			return nil, err
+		}
+	}
+	noted := len(stopped)
 	err = eachLive(ctx, w.deps.CP, job.Args.WorkspaceID, func(inst cp.Instance) (bool, error) {
+		if slices.Contains(stopped[:noted], inst.InstanceID) {
+			return false, nil
+		}
 		stopped = append(stopped, inst.InstanceID)
 		return false, stopInstance(ctx, w.deps.CP, job.Args.WorkspaceID, inst.InstanceID)
 	})
@@ -132,7 +150,7 @@ func (w *TerminateWorker) stopUnrecorded(ctx context.Context, job *river.Job[job
 		// reconciler must cover what a lost provision answer launched.
 		w.deps.Log.Warn().Str("evt", obs.EvSweepNoList).Str("workspace_id", job.Args.WorkspaceID).
 			Msg("CP has no list endpoint: stopping without confirming that nothing runs")
-		return nil, nil
+		return stopped, nil
 	}
 	return stopped, err
 }
