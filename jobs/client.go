@@ -75,11 +75,13 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, err
 		QueueTerminate: {MaxWorkers: opts.TerminateWorkers},
 	}
 	cfg := &river.Config{
-		ID:                opts.ID,
-		Schema:            deps.Settings.Schema,
-		Queues:            queues,
-		Workers:           workers,
-		Hooks:             []rivertype.Hook{&budgetHook{settings: deps.Settings}},
+		ID:      opts.ID,
+		Schema:  deps.Settings.Schema,
+		Queues:  queues,
+		Workers: workers,
+		// Its own inserts carry the hooks it has (workerHooks); the guard
+		// leaves jobs needing a hook it lacks to a worker that has it.
+		Hooks:             []rivertype.Hook{&budgetHook{settings: workerHooks(deps)}, &hookGuard{deps: deps}},
 		FetchCooldown:     opts.FetchCooldown,
 		FetchPollInterval: opts.FetchPollInterval,
 		// River's client-wide JobTimeout (default 1 min) must not exceed

@@ -82,7 +82,8 @@ func runSweep(ctx context.Context, deps *Deps, client *Client, s SweepSettings, 
 		return SweepResult{}, err
 	}
 	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics, EnvHookError: ErrEnvHook.Error(),
-		Kinds: store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate, InstanceTerminate: KindInstanceTerminate}}
+		HookMissingError: ErrHookMissing.Error(),
+		Kinds:            store.SweepKinds{Provision: KindProvision, Terminate: KindTerminate, InstanceTerminate: KindInstanceTerminate}}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
 	}

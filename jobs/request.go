@@ -32,6 +32,7 @@ func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
+	registerContract(c, settings)
 	return c, nil
 }
 
@@ -98,7 +99,7 @@ func RequestProvision[TTx any](ctx context.Context, tx TTx, client *river.Client
 }
 
 func requestProvision[TTx any](ctx context.Context, t *txn[TTx], req ProvisionRequest) (Result, error) {
-	if err := req.validate(); err != nil {
+	if err := t.validate(req); err != nil {
 		return Result{}, err
 	}
 	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
@@ -351,6 +352,19 @@ type txn[TTx any] struct {
 	db     store.DB
 	client *river.Client[TTx]
 	st     *store.Store
+	needs  hookNeeds // what the client declares (Settings.EnvFromHost, OutcomeToHost)
+}
+
+// validate checks req, and refuses Env the client's contract says the
+// host's env hook supplies, before anything is written.
+func (t *txn[TTx]) validate(req ProvisionRequest) error {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	if t.needs.Env && req.Env != nil {
+		return ErrEnvWithHostEnv
+	}
+	return nil
 }
 
 func begin[TTx any](tx TTx, client *river.Client[TTx]) (*txn[TTx], error) {
@@ -365,7 +379,7 @@ func begin[TTx any](tx TTx, client *river.Client[TTx]) (*txn[TTx], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &txn[TTx]{tx: tx, db: db, client: client, st: st}, nil
+	return &txn[TTx]{tx: tx, db: db, client: client, st: st, needs: contractOf(client)}, nil
 }
 
 // txDB is the store's view of a caller's transaction.
