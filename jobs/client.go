@@ -61,6 +61,7 @@ func (o Options) withDefaults(s Settings) Options {
 func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts Options) (*Client, error) {
 	deps.Settings = deps.Settings.withDefaults()
 	deps.Pool = pool
+	deps.cpTimeout = cpTimeoutOf(deps.CP)
 	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
 	if _, err := store.For(deps.Settings.Schema); err != nil {
 		return nil, err

@@ -93,7 +93,7 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 	}
 	if w.deps.Env != nil {
 		var err error
-		if env, err = w.deps.hostEnv(ctx, ws.ID); err != nil {
+		if env, err = w.hostEnvBounded(ctx, ws.ID); err != nil {
 			return cp.Instance{}, false, err
 		}
 	}
@@ -108,6 +108,16 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[ProvisionAr
 		return cp.Instance{}, false, fmt.Errorf("cp: provision answered instance %s in state %q", inst.InstanceID, inst.State)
 	}
 	return inst, false, nil
+}
+
+// hostEnvBounded asks the env hook within envHookContext's bound.
+func (w *ProvisionWorker) hostEnvBounded(ctx context.Context, workspaceID string) (map[string]string, error) {
+	hctx, cancel, ok := w.deps.envHookContext(ctx)
+	defer cancel()
+	if !ok {
+		return nil, errEnvHookNoTime
+	}
+	return w.deps.hostEnv(hctx, workspaceID)
 }
 
 var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list endpoint to adopt from, and launching again could leak a duplicate")
@@ -337,6 +347,11 @@ func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[ProvisionAr
 			WorkspaceID: ws.ID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
 		return w.deps.cpRetry(job.JobRow, cause)
 	}
+	// On its own context, like record(): the CP call may have run the
+	// job's context out, and a mark that cannot commit left the job
+	// discarded with the row still provisioning.
+	ctx, cancel := ownContext(ctx)
+	defer cancel()
 	t := timeline{st: w.deps.st()}
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
 		ok, err := w.deps.st().MarkFailed(ctx, tx, ws.ID, ws.Generation, store.StatusProvisioning, cause.Error())
