@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/handoff"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
 )
@@ -201,7 +202,7 @@ func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[ProvisionAr
 // handOffTimeout bounds each transaction that owns an instance id the CP
 // handed us (see ownContext). A rescue that lands meanwhile is safe:
 // complete() refuses to complete a job that is no longer running.
-const handOffTimeout = 15 * time.Second
+const handOffTimeout = handoff.Timeout
 
 // ownContext is ctx without its cancellation or deadline (the job's
 // timeout, shutdown, an operator's Cancel) and with its own bound.
