@@ -18,7 +18,12 @@ import (
 // failing the workspace; once that budget is spent River discards the job
 // with the row still provisioning, and past PROVISIONING_DEADLINE the
 // orphan sweep re-runs it rather than marking it failed: the host's outage
-// says nothing about the workspace.
+// says nothing about the workspace. The hook's context ends early enough
+// to leave the CP call its whole timeout.
+//
+// A worker without the hook on the same schema would provision with no
+// env: requests declare it with Settings.EnvFromHost, and such a worker
+// then leaves their provisions alone (job.hook_missing).
 //
 // With it set, env stored beside a row (a request that passed Env, or a
 // row from before the hook) is not read and not sent: a
@@ -80,6 +85,10 @@ type Outcome struct {
 // know, or a row it no longer has, is better written as nothing than
 // refused (examples/platform's ApplyOutcome learned this from a restart
 // whose provisioning Outcome it refused, holding the stop for ever).
+//
+// A worker without the hook on the same schema would change rows without
+// telling the host: requests declare it with Settings.OutcomeToHost, and
+// such a worker then leaves their jobs alone (job.hook_missing).
 type OutcomeFunc func(ctx context.Context, tx Execer, o Outcome) error
 
 // GenericFailure is the only text a failed Outcome carries.

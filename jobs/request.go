@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/budget"
+	"github.com/molecule-ai/provision-worker/internal/hookmeta"
 	"github.com/molecule-ai/provision-worker/internal/jobtrace"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
@@ -34,6 +35,7 @@ func NewInsertClient(pool *pgxpool.Pool, settings Settings) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
+	registerContract(c, settings)
 	return c, nil
 }
 
@@ -51,7 +53,7 @@ func insertConfig(settings Settings) (*river.Config, error) {
 		// second request inside that window waited for the worker's
 		// 1 s poll (pickup p99 ~1.5 s at 20 requests/s).
 		FetchCooldown: 5 * time.Millisecond,
-		Hooks:         []rivertype.Hook{&budget.Hook{For: settings.MaxAttempts}},
+		Hooks:         []rivertype.Hook{&budget.Hook{For: settings.MaxAttempts}, &hookmeta.InsertHook{For: settings.NeedsHooks}},
 		Logger:        quietLogger(),
 		Middleware:    jobtrace.Middleware(), // carries the caller's span into the job
 	}, nil
@@ -100,7 +102,7 @@ func RequestProvision[TTx any](ctx context.Context, tx TTx, client *river.Client
 }
 
 func requestProvision[TTx any](ctx context.Context, t *txn[TTx], req ProvisionRequest) (Result, error) {
-	if err := req.validate(); err != nil {
+	if err := t.validate(req); err != nil {
 		return Result{}, err
 	}
 	w := store.Workspace{ID: req.WorkspaceID, Nonce: store.NewNonce(), Runtime: req.Runtime, Tier: req.Tier, PlatformURL: req.PlatformURL}
@@ -353,6 +355,19 @@ type txn[TTx any] struct {
 	db     store.DB
 	client *river.Client[TTx]
 	st     *store.Store
+	needs  hookmeta.Needs // what the client declares (Settings.EnvFromHost, OutcomeToHost)
+}
+
+// validate checks req, and refuses Env the client's contract says the
+// host's env hook supplies, before anything is written.
+func (t *txn[TTx]) validate(req ProvisionRequest) error {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	if t.needs.Env && req.Env != nil {
+		return ErrEnvWithHostEnv
+	}
+	return nil
 }
 
 func begin[TTx any](tx TTx, client *river.Client[TTx]) (*txn[TTx], error) {
@@ -367,7 +382,7 @@ func begin[TTx any](tx TTx, client *river.Client[TTx]) (*txn[TTx], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &txn[TTx]{tx: tx, db: db, client: client, st: st}, nil
+	return &txn[TTx]{tx: tx, db: db, client: client, st: st, needs: contractOf(client)}, nil
 }
 
 // txDB is the store's view of a caller's transaction.

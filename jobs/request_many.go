@@ -36,7 +36,7 @@ func RequestProvisionMany[TTx any](ctx context.Context, tx TTx, client *river.Cl
 	}
 	ids := make([]string, len(reqs))
 	for i, r := range reqs {
-		if err := r.validate(); err != nil {
+		if err := t.validate(r); err != nil {
 			return nil, fmt.Errorf("request %d: %w", i, err)
 		}
 		ids[i] = r.WorkspaceID

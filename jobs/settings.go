@@ -60,6 +60,22 @@ type Settings struct {
 	// store.DefaultSchema ("provisioner"). A host database already has a
 	// workspaces table in public; sharing it is what failed.
 	Schema string
+	// EnvFromHost and OutcomeToHost are the request side's contract with
+	// the host's hooks (EnvFunc, OutcomeFunc), declared on the jobs
+	// themselves because a schema's queues are shared by every worker on
+	// it, and the hooks are configured per worker process. An insert
+	// client (NewInsertClient, NewInsertClientSQL) built with them marks
+	// every provision it inserts as needing the env hook (EnvFromHost) and
+	// every provision and terminate as needing the outcome hook
+	// (OutcomeToHost), in the job's metadata; a worker with the hooks
+	// marks the jobs it inserts itself the same way. A worker that fetches
+	// a job needing a hook it does not have does not work it: it logs
+	// job.hook_missing (error level) and snoozes it for a worker that has
+	// the hook (see hookGuard). With EnvFromHost a ProvisionRequest that
+	// carries Env is refused (ErrEnvWithHostEnv): the host's env lives in
+	// the host's table, never in the worker's.
+	EnvFromHost   bool
+	OutcomeToHost bool
 }
 
 // DefaultSettings are the production defaults.
@@ -117,6 +133,8 @@ func (s Settings) Or(fallback Settings) Settings {
 	orInt(&s.MaxSnoozes, fallback.MaxSnoozes)
 	orInt(&s.TerminateStuckAfter, fallback.TerminateStuckAfter)
 	s.RefuseAmbiguousWithoutList = s.RefuseAmbiguousWithoutList || fallback.RefuseAmbiguousWithoutList
+	s.EnvFromHost = s.EnvFromHost || fallback.EnvFromHost
+	s.OutcomeToHost = s.OutcomeToHost || fallback.OutcomeToHost
 	if s.Schema == "" {
 		s.Schema = fallback.Schema
 	}

@@ -25,5 +25,6 @@ func NewInsertClientSQL(db *sql.DB, settings Settings) (*SQLClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
+	registerContract(c, settings)
 	return c, nil
 }

@@ -45,7 +45,11 @@ type Config struct {
 	EventRetention  time.Duration // zero: 90 days
 	// Logger receives the worker's JSON events; the zero Logger drops them.
 	Logger zerolog.Logger
-	// Env and OnOutcome are the host's hooks; both optional.
+	// Env and OnOutcome are the host's hooks; both optional. With them
+	// set, build the handlers' insert client with jobs.Settings
+	// EnvFromHost and OutcomeToHost, so no worker of the schema without
+	// the hooks works those jobs; the worker's own inserts are marked
+	// with the hooks it has.
 	Env       jobs.EnvFunc
 	OnOutcome jobs.OutcomeFunc
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/handoff"
 	"github.com/molecule-ai/provision-worker/internal/httpapi"
 	"github.com/molecule-ai/provision-worker/internal/migrate"
 	"github.com/molecule-ai/provision-worker/internal/obs"
@@ -62,6 +63,9 @@ type Worker struct {
 	once    sync.Once
 	stopErr error
 }
+
+// cancelWindow is Stop's wait after cancelling running jobs.
+const cancelWindow = handoff.CancelWindow
 
 const (
 	stateNew = iota
@@ -241,7 +245,9 @@ func (w *Worker) stopRiver(ctx context.Context) error {
 	w.log.Warn().Str("evt", EvCancelRunning).Err(err).Msg("running jobs did not finish in time: cancelling them")
 	// Detached from ctx: it may be the one that just ended, and the cancel
 	// must still reach the running jobs.
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// handoff.CancelWindow: long enough for a cancelled job's record and
+	// hand-off, which run on their own contexts, before the pool closes.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cancelWindow)
 	defer ccancel()
 	if err := w.client.StopAndCancel(cctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("provisioner: stop and cancel: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -109,9 +110,38 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 	r.count(outcome, err, "re-run instance_terminate "+d.InstanceID, true)
 }
 
-// classifyRow names what is wrong with a row, or "". envHookError is
-// Deps.EnvHookError.
-func classifyRow(w store.SuspectRow, envHookError string) string {
+// EnvHookRerunLimit is how long after its generation began a provision
+// discarded for a hook (ClassEnvHookDiscarded) is still re-run by the
+// sweep. Past it the row is left provisioning and reported every sweep
+// (ClassEnvHookGaveUp, an error-level sweep.env_hook_gave_up): a hook
+// failing for a day is a host outage or a misconfiguration someone must
+// fix, and re-running the job every sweep for ever only hid it. The row
+// is not marked failed even then, because a hook error says nothing
+// about the workspace and a failed row would tell the host's user
+// "provisioning failed" for the host's own outage; once the hook works,
+// an operator re-runs the job in River UI (or the host restarts the
+// workspace).
+const EnvHookRerunLimit = 24 * time.Hour
+
+// EvEnvHookGaveUp is logged (error level) for each ClassEnvHookGaveUp row.
+const EvEnvHookGaveUp = "sweep.env_hook_gave_up"
+
+// hookDiscarded reports whether a dead job's last error is one of the
+// hook errors (Deps.EnvHookError, Deps.HookMissingError).
+func hookDiscarded(jobErr string, hookErrors []string) bool {
+	for _, h := range hookErrors {
+		if h != "" && strings.Contains(jobErr, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// classifyRow names what is wrong with a row, or "". hookErrors are
+// Deps.EnvHookError and Deps.HookMissingError.
+func classifyRow(w store.SuspectRow, hookErrors []string) string {
+	hookDead := w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == "discarded" &&
+		hookDiscarded(w.DeadJobError, hookErrors)
 	switch {
 	case w.InstanceID != "" && (w.Status == store.StatusStopped || w.Status == store.StatusRemoved || w.Status == store.StatusFailed):
 		return ClassStaleInstanceOnRow
@@ -121,8 +151,9 @@ func classifyRow(w store.SuspectRow, envHookError string) string {
 		return ClassStoppingCancelled
 	case w.Status == store.StatusStopping && !w.LiveJob:
 		return ClassStoppingWithoutJob
-	case w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == "discarded" &&
-		envHookError != "" && strings.Contains(w.DeadJobError, envHookError):
+	case hookDead && time.Since(w.StatusChangedAt) > EnvHookRerunLimit:
+		return ClassEnvHookGaveUp
+	case hookDead:
 		return ClassEnvHookDiscarded
 	case w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob:
 		return ClassStuckProvisioning
@@ -130,14 +161,26 @@ func classifyRow(w store.SuspectRow, envHookError string) string {
 	return ""
 }
 
+// hookErrors are the job errors that mean a host hook, not the
+// workspace, stopped a provision.
+func (r *run) hookErrors() []string { return []string{r.d.EnvHookError, r.d.HookMissingError} }
+
 // redrive acts on one suspect row, deciding again under its row lock.
 func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
-	class := classifyRow(row, r.d.EnvHookError)
+	class := classifyRow(row, r.hookErrors())
 	if class == "" {
 		return
 	}
 	r.found(class, row.ID, row.InstanceID, map[string]any{"status": row.Status, "desired": row.Desired})
-	terminates := class != ClassStuckProvisioning && class != ClassEnvHookDiscarded
+	if class == ClassEnvHookGaveUp {
+		r.d.Log.Error().Str("evt", EvEnvHookGaveUp).Str("workspace_id", row.ID).Int64("job_id", row.DeadJobID).
+			Int64("generation", row.Generation).Time("generation_began", row.StatusChangedAt).
+			Msg("provision discarded for a host hook for too long: no longer re-run; the row stays provisioning until someone fixes the hook and re-runs the job")
+		return
+	}
+	// Re-runs count against the cap like stops: a hook outage across a
+	// fleet must not re-run thousands of provisions in one sweep.
+	terminates := class != ClassStuckProvisioning
 	if terminates && !r.takeDB() {
 		return
 	}
@@ -150,7 +193,7 @@ func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
 		cur, err := r.d.Store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur, r.d.EnvHookError) != class) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur, r.hookErrors()) != class) {
 			outcome = outChanged
 			return nil
 		}

@@ -57,6 +57,10 @@ type Deps struct {
 	// its deadline whose provision was discarded with it is not marked
 	// failed: its job is re-run (ClassEnvHookDiscarded).
 	EnvHookError string
+	// HookMissingError is the text of a job discarded because the workers
+	// that fetched it lacked a host hook it needs (jobs.ErrHookMissing):
+	// treated like EnvHookError, for the same reason.
+	HookMissingError string
 }
 
 // Options are one sweep's switches.
@@ -88,6 +92,9 @@ const (
 	// marked failed, since the host's outage says nothing about the
 	// workspace. One more attempt per sweep until the hook works.
 	ClassEnvHookDiscarded = "provision_env_hook_discarded"
+	// The same, past EnvHookRerunLimit: no longer re-run, reported
+	// (error level) every sweep, never marked failed.
+	ClassEnvHookGaveUp = "provision_env_hook_gave_up"
 	// A discarded or cancelled instance_terminate whose instance may still
 	// run: re-run (the same job) like a dead workspace_terminate.
 	ClassInstanceTerminateDiscarded = "instance_terminate_discarded"

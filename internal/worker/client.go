@@ -9,6 +9,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/budget"
+	"github.com/molecule-ai/provision-worker/internal/hookmeta"
 	"github.com/molecule-ai/provision-worker/internal/jobtrace"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
@@ -19,6 +20,7 @@ import (
 func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.Client, error) {
 	deps.Settings = deps.Settings.Or(jobs.DefaultSettings())
 	deps.Pool = pool
+	deps.cpTimeout = cpTimeoutOf(deps.CP)
 	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
 	if _, err := store.For(deps.Settings.Schema); err != nil {
 		return nil, err
@@ -33,11 +35,14 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.C
 		jobs.QueueTerminate: {MaxWorkers: opts.TerminateWorkers},
 	}
 	cfg := &river.Config{
-		ID:                opts.ID,
-		Schema:            deps.Settings.Schema,
-		Queues:            queues,
-		Workers:           workers,
-		Hooks:             []rivertype.Hook{&budget.Hook{For: deps.Settings.MaxAttempts}},
+		ID:      opts.ID,
+		Schema:  deps.Settings.Schema,
+		Queues:  queues,
+		Workers: workers,
+		// Its own inserts carry the hooks it has (workerHooks); the guard
+		// leaves jobs needing a hook it lacks to a worker that has it.
+		Hooks: []rivertype.Hook{&budget.Hook{For: deps.Settings.MaxAttempts},
+			&hookmeta.InsertHook{For: workerHooks(deps).NeedsHooks}, &hookGuard{deps: deps}},
 		FetchCooldown:     opts.FetchCooldown,
 		FetchPollInterval: opts.FetchPollInterval,
 		// River's client-wide JobTimeout (default 1 min) must not exceed

@@ -33,6 +33,20 @@ type Deps struct {
 	// OnOutcome, when set, tells the host's own row every outcome inside
 	// the worker's transaction (see OutcomeFunc).
 	OnOutcome jobs.OutcomeFunc
+
+	// cpTimeout bounds one CP call (the CP client's Timeout, read by
+	// NewWorkerClient): the env hook must leave that much of the job's
+	// time to the call it feeds (envHookContext).
+	cpTimeout time.Duration
+}
+
+// cpTimeoutOf is api's per-call bound, or cp.DefaultTimeout when api does
+// not say (a test double).
+func cpTimeoutOf(api cp.API) time.Duration {
+	if t, ok := api.(interface{ Timeout() time.Duration }); ok && t.Timeout() > 0 {
+		return t.Timeout()
+	}
+	return cp.DefaultTimeout
 }
 
 // ErrNotCompleted is returned when JobCompleteTx found the job no longer

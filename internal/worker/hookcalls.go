@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,8 +22,41 @@ import (
 // spending an attempt (invariant 7), and still carries no hook text.
 var errEnvHookCanceled = fmt.Errorf("%w: %w", jobs.ErrEnvHook, context.Canceled)
 
+// errEnvHookNoTime is jobs.ErrEnvHook for a job with too little of its timeout
+// left to ask the hook and still make the CP call: it is retried like any
+// hook failure, never read as a CP failure.
+var errEnvHookNoTime = fmt.Errorf("%w: too little of the job's timeout left for the hook and the CP call", jobs.ErrEnvHook)
+
+// envHookMargin is kept back beside the CP call's own bound, for the
+// record that follows it.
+const envHookMargin = 200 * time.Millisecond
+
+// envHookContext bounds the env hook so the CP call it feeds keeps its
+// whole timeout: the job's deadline less the CP client's timeout and a
+// margin. A slow but working hook (a KMS having a bad day) used to eat the
+// job's time, the CP call then hit the job's deadline, and the attempt
+// counted as a CP failure: on the last one, a failed workspace for the
+// host's slowness. Cut off here it is an env hook failure instead, which
+// never fails the workspace. ok is false when no time is left for it.
+func (d *Deps) envHookContext(ctx context.Context) (context.Context, context.CancelFunc, bool) {
+	deadline, has := ctx.Deadline()
+	if !has {
+		return ctx, func() {}, true
+	}
+	cpBudget := d.cpTimeout
+	if cpBudget <= 0 {
+		cpBudget = cpTimeoutOf(d.CP)
+	}
+	hookDeadline := deadline.Add(-cpBudget - envHookMargin)
+	if !time.Now().Before(hookDeadline) {
+		return ctx, func() {}, false
+	}
+	hctx, cancel := context.WithDeadline(ctx, hookDeadline)
+	return hctx, cancel, true
+}
+
 // hostEnv calls the env hook. Its error, and a panic's value (River would
-// otherwise record the panic text in the job's errors), become ErrEnvHook.
+// otherwise record the panic text in the job's errors), become jobs.ErrEnvHook.
 func (d *Deps) hostEnv(ctx context.Context, workspaceID string) (env map[string]string, err error) {
 	defer func() {
 		if recover() != nil {
@@ -54,9 +88,10 @@ func (d *Deps) hostEnv(ctx context.Context, workspaceID string) (env map[string]
 // budget is spent too, the error is returned and River discards the job
 // loudly (job.discarded, River UI), leaving the row provisioning. Past
 // PROVISIONING_DEADLINE the orphan sweep re-runs that same job (one more
-// attempt per sweep, sweep.ClassEnvHookDiscarded) instead of marking the
-// row failed as it does any other stuck provisioning row; an operator can
-// re-run it sooner in River UI once the hook works.
+// attempt per sweep, sweep.ClassEnvHookDiscarded, until
+// sweep.EnvHookRerunLimit) instead of marking the row failed as it does
+// any other stuck provisioning row; an operator can re-run it sooner in
+// River UI once the hook works.
 func (w *ProvisionWorker) envFailed(ctx context.Context, job *river.Job[jobs.ProvisionArgs], ws store.Workspace, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err

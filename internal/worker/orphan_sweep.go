@@ -55,7 +55,8 @@ func runSweep(ctx context.Context, deps *Deps, client *jobs.Client, s sweep.Sett
 		return sweep.Result{}, err
 	}
 	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics, EnvHookError: jobs.ErrEnvHook.Error(),
-		Kinds: store.SweepKinds{Provision: jobs.KindProvision, Terminate: jobs.KindTerminate, InstanceTerminate: jobs.KindInstanceTerminate}}
+		HookMissingError: jobs.ErrHookMissing.Error(),
+		Kinds:            store.SweepKinds{Provision: jobs.KindProvision, Terminate: jobs.KindTerminate, InstanceTerminate: jobs.KindInstanceTerminate}}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
 	}

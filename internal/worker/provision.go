@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
+	"github.com/molecule-ai/provision-worker/internal/handoff"
 	"github.com/molecule-ai/provision-worker/internal/jobtrace"
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
@@ -95,7 +96,7 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[jobs.Provis
 	}
 	if w.deps.Env != nil {
 		var err error
-		if env, err = w.deps.hostEnv(ctx, ws.ID); err != nil {
+		if env, err = w.hostEnvBounded(ctx, ws.ID); err != nil {
 			return cp.Instance{}, false, err
 		}
 	}
@@ -110,6 +111,16 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[jobs.Provis
 		return cp.Instance{}, false, fmt.Errorf("cp: provision answered instance %s in state %q", inst.InstanceID, inst.State)
 	}
 	return inst, false, nil
+}
+
+// hostEnvBounded asks the env hook within envHookContext's bound.
+func (w *ProvisionWorker) hostEnvBounded(ctx context.Context, workspaceID string) (map[string]string, error) {
+	hctx, cancel, ok := w.deps.envHookContext(ctx)
+	defer cancel()
+	if !ok {
+		return nil, errEnvHookNoTime
+	}
+	return w.deps.hostEnv(hctx, workspaceID)
 }
 
 var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list endpoint to adopt from, and launching again could leak a duplicate")
@@ -199,7 +210,7 @@ func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[jobs.Provis
 // handOffTimeout bounds each transaction that owns an instance id the CP
 // handed us (see ownContext). A rescue that lands meanwhile is safe:
 // complete() refuses to complete a job that is no longer running.
-const handOffTimeout = 15 * time.Second
+const handOffTimeout = handoff.Timeout
 
 // ownContext is ctx without its cancellation or deadline (the job's
 // timeout, shutdown, an operator's Cancel) and with its own bound.
@@ -345,6 +356,11 @@ func (w *ProvisionWorker) failed(ctx context.Context, job *river.Job[jobs.Provis
 			WorkspaceID: ws.ID, JobID: job.ID, Attempt: job.Attempt, Extra: map[string]any{"error": cause.Error()}})
 		return w.deps.cpRetry(job.JobRow, cause)
 	}
+	// On its own context, like record(): the CP call may have run the
+	// job's context out, and a mark that cannot commit left the job
+	// discarded with the row still provisioning.
+	ctx, cancel := ownContext(ctx)
+	defer cancel()
 	t := timeline{st: w.deps.st()}
 	err := pgx.BeginFunc(ctx, w.deps.Pool, func(tx pgx.Tx) error {
 		ok, err := w.deps.st().MarkFailed(ctx, tx, ws.ID, ws.Generation, store.StatusProvisioning, cause.Error())

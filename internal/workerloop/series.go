@@ -21,7 +21,7 @@ var (
 	seriesResults  = []string{"ok", "partial", "skipped", "breaker_open", "cp_unknown", "cp_unsupported", "error"}
 	seriesClasses  = []string{sweep.ClassUnknownWorkspace, sweep.ClassDuplicate, sweep.ClassUnrecorded,
 		sweep.ClassStaleInstanceOnRow, sweep.ClassStoppingWithoutJob, sweep.ClassStoppingDiscarded,
-		sweep.ClassStoppingCancelled, sweep.ClassStuckProvisioning, sweep.ClassEnvHookDiscarded,
+		sweep.ClassStoppingCancelled, sweep.ClassStuckProvisioning, sweep.ClassEnvHookDiscarded, sweep.ClassEnvHookGaveUp,
 		sweep.ClassInstanceTerminateDiscarded, sweep.ClassInstanceTerminateCancelled, sweep.ClassInstanceTerminateNoRow}
 )
 

@@ -131,7 +131,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	client, err := jobs.NewInsertClientSQL(db, wc.Settings)
+	// The requests declare the hooks on their jobs, so a worker without
+	// them on this schema leaves the jobs to this one (job.hook_missing).
+	ins := wc.Settings
+	ins.EnvFromHost, ins.OutcomeToHost = true, true
+	client, err := jobs.NewInsertClientSQL(db, ins)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func Import(ctx context.Context, db *sql.DB, schema string, dryRun bool) (Import
 		return out, nil
 	}
 	if len(out.Stops) > 0 {
-		client, err := jobs.NewInsertClientSQL(db, jobs.Settings{Schema: schema})
+		client, err := jobs.NewInsertClientSQL(db, jobs.Settings{Schema: schema, EnvFromHost: true, OutcomeToHost: true})
 		if err != nil {
 			return ImportReport{}, err
 		}

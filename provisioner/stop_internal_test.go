@@ -1,0 +1,18 @@
+package provisioner
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/molecule-ai/provision-worker/internal/handoff"
+)
+
+// Stop's cancel phase used to last 10 s, less than one hand-off
+// transaction (15 s): a job cancelled right after the CP answered could
+// find the pool closed under its record or its hand-off to an
+// instance_terminate, and the instance was owned by nothing. The window
+// must outlast both, back to back. (Review 13, finding 12.)
+func TestStop_CancelWindowOutlastsARecordAndItsHandOff(t *testing.T) {
+	require.GreaterOrEqual(t, cancelWindow, 2*handoff.Timeout)
+}
