@@ -148,7 +148,8 @@ func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
 	require.Equal(t, 3.0, value(t, m, "provisioner_cp_requests_total", lbl{"route": "terminate", "code": "5xx"}))
 	require.Equal(t, 2.0, value(t, m, "provisioner_cp_requests_total", lbl{"route": "terminate", "code": "2xx"}))
 	require.GreaterOrEqual(t, value(t, m, "provisioner_cp_requests_total", lbl{"route": "list", "code": "2xx"}), 1.0)
-	require.Equal(t, 5.0, value(t, m, "provisioner_cp_request_duration_seconds", lbl{"route": "terminate"}))
+	require.Equal(t, 3.0, value(t, m, "provisioner_cp_request_duration_seconds", lbl{"route": "terminate", "code": "5xx"}))
+	require.Equal(t, 2.0, value(t, m, "provisioner_cp_request_duration_seconds", lbl{"route": "terminate", "code": "2xx"}))
 	// The sweep.
 	require.Equal(t, 1.0, sum(t, m, "provisioner_orphans_found_total"))
 	require.Equal(t, 1.0, value(t, m, "provisioner_orphans_terminated_total", nil))

@@ -16,7 +16,7 @@ type Metrics struct {
 	Registry          *prometheus.Registry
 	JobsTotal         *prometheus.CounterVec   // kind, outcome
 	CPRequests        *prometheus.CounterVec   // route, code
-	CPLatency         *prometheus.HistogramVec // route
+	CPLatency         *prometheus.HistogramVec // route, code
 	TerminateRetries  prometheus.Counter
 	TerminateStuck    *prometheus.CounterVec // kind
 	OrphansFound      *prometheus.CounterVec // class
@@ -52,9 +52,9 @@ func NewMetrics() *Metrics {
 			Name: "provisioner_cp_requests_total", Help: "Control-plane requests by route and status class (2xx, 4xx, 5xx, error).",
 		}, []string{"route", "code"}),
 		CPLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "provisioner_cp_request_duration_seconds", Help: "Control-plane request latency by route.",
+			Name: "provisioner_cp_request_duration_seconds", Help: "Control-plane request latency by route and status class (2xx, 4xx, 5xx, error).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
-		}, []string{"route"}),
+		}, []string{"route", "code"}),
 		TerminateRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "provisioner_terminate_retries_total", Help: "Terminate attempts that failed and will be retried.",
 		}),
@@ -121,8 +121,12 @@ func (m *Metrics) ObserveCP(route string, status int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.CPRequests.WithLabelValues(route, codeClass(status)).Inc()
-	m.CPLatency.WithLabelValues(route).Observe(d.Seconds())
+	// Latency by status class too: a CP that times out (error) or fails
+	// fast (5xx) looks nothing like one that answers, and a p99 over all
+	// of them hides which.
+	code := codeClass(status)
+	m.CPRequests.WithLabelValues(route, code).Inc()
+	m.CPLatency.WithLabelValues(route, code).Observe(d.Seconds())
 }
 
 func codeClass(status int) string {

@@ -33,8 +33,8 @@ func ZeroSeries(m *obs.Metrics) {
 		}
 	}
 	for _, r := range seriesRoutes {
-		m.CPLatency.WithLabelValues(r)
 		for _, c := range seriesCodes {
+			m.CPLatency.WithLabelValues(r, c)
 			m.CPRequests.WithLabelValues(r, c)
 		}
 	}
