@@ -255,6 +255,17 @@ func requestStop[TTx any](ctx context.Context, t *txn[TTx], id, desired, actor s
 		if ws.InstanceID != "" {
 			return beginStop(ctx, t, ws, desired, actor)
 		}
+		// No recorded id, but a record that could not commit may have
+		// noted one the CP launched (provision.unrecorded) whose job never
+		// ran again: without a list endpoint only a terminate reading the
+		// notes stops it, so this stop (or restart) goes through one.
+		noted, err := t.st.HasUnstoppedNote(ctx, t.db, id, obs.EvProvisionUnrecorded, obs.StopEvents)
+		if err != nil {
+			return Result{}, err
+		}
+		if noted {
+			return beginStop(ctx, t, ws, desired, actor)
+		}
 	}
 	if restart { // stopped, removed, or failed without an instance
 		return requestProvision(ctx, t, ProvisionRequest{WorkspaceID: id, Actor: actor})

@@ -92,3 +92,8 @@ func Event(log zerolog.Logger, level zerolog.Level, name string, f Fields) {
 	}
 	e.Msg(name)
 }
+
+// StopEvents are the timeline events that confirm an instance stopped:
+// adoption refuses their instances, and a note (EvProvisionUnrecorded)
+// one of them names needs no stop.
+var StopEvents = []string{EvProvisionStopped, EvOrphanTerminated}

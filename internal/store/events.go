@@ -131,3 +131,27 @@ func (st *Store) InstanceStoppedBefore(ctx context.Context, db DB, workspaceID, 
 	}
 	return ok, nil
 }
+
+// HasUnstoppedNote reports whether the workspace's timeline holds a note
+// event (provision.unrecorded: an instance id the CP answered that no
+// record could commit) naming an instance that none of the stop events
+// names since. One statement: a stop request on a failed row with no
+// instance id asks it before deciding there is nothing to stop.
+func (st *Store) HasUnstoppedNote(ctx context.Context, db DB, workspaceID, note string, stopEvents []string) (bool, error) {
+	var found bool
+	err := st.on(db).QueryRow(ctx, `
+		SELECT EXISTS (
+			SELECT 1 FROM {schema}.workspace_events n
+			WHERE n.workspace_id = $1 AND n.event = $2 AND coalesce(n.fields->>'instance_id', '') <> ''
+			AND NOT EXISTS (
+				SELECT 1 FROM {schema}.workspace_events s
+				WHERE s.workspace_id = $1 AND s.event = ANY($3)
+				AND (s.fields->>'instance_id' = n.fields->>'instance_id'
+					OR (jsonb_typeof(s.fields->'listed_instance_ids') = 'array'
+						AND s.fields->'listed_instance_ids' @> jsonb_build_array(n.fields->>'instance_id')))))`,
+		workspaceID, note, stopEvents).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("store: read unrecorded notes: %w", err)
+	}
+	return found, nil
+}

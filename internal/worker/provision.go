@@ -159,7 +159,7 @@ func (w *ProvisionWorker) adoptable(ctx context.Context, ws store.Workspace) (cp
 const evAdoptRefused = "provision.adopt_refused"
 
 // stopEvents are the timeline events that confirm an instance stopped.
-var stopEvents = []string{obs.EvProvisionStopped, obs.EvOrphanTerminated}
+var stopEvents = obs.StopEvents
 
 // notThisGeneration says why inst cannot be this generation's instance,
 // or "". A provisioning row's status_changed_at is when its generation
