@@ -155,3 +155,16 @@ func (st *Store) HasUnstoppedNote(ctx context.Context, db DB, workspaceID, note 
 	}
 	return found, nil
 }
+
+// CountJobEvents counts the workspace's timeline events named event that
+// job jobID wrote.
+func (st *Store) CountJobEvents(ctx context.Context, db DB, workspaceID string, jobID int64, event string) (int, error) {
+	var n int
+	err := st.on(db).QueryRow(ctx, `
+		SELECT count(*) FROM {schema}.workspace_events WHERE workspace_id = $1 AND job_id = $2 AND event = $3`,
+		workspaceID, jobID, event).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: count job events: %w", err)
+	}
+	return n, nil
+}

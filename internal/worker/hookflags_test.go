@@ -160,3 +160,23 @@ func TestHookFlags_EnvFromHostRefusesARequestWithEnv(t *testing.T) {
 	// Without Env the same client is fine.
 	require.Equal(t, jobs.ActionCreated, e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Action)
 }
+
+// A job a worker without the host's hooks fetched and snoozed before Work
+// (hookGuard) has a longer attempted_by but never ran. Read as a retry,
+// it went down the adoption path, and with RefuseAmbiguousWithoutList on
+// a CP without a list it failed the workspace without one CP call.
+// (Issue 13 re-review, R3.)
+func TestProvision_RefetchThatNeverRanIsAFirstAttempt(t *testing.T) {
+	ctx := context.Background()
+	e := jobtest.New(t, jobtest.Config{NoStart: true, Fake: cpfake.Options{NoList: true},
+		Settings: jobs.Settings{RefuseAmbiguousWithoutList: true}})
+	id := uuid.NewString()
+	job := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job
+	// What a hookless worker's fetch and the guard's snooze leave behind.
+	_, err := e.Pool.Exec(ctx, `UPDATE river_job SET attempted_by = ARRAY['hookless-worker'] WHERE id = $1`, job.ID)
+	require.NoError(t, err)
+	e.Start()
+	ws := e.WaitStatus(id, store.StatusRunning)
+	require.NotEmpty(t, ws.InstanceID)
+	require.Len(t, e.CP.Live(id), 1)
+}

@@ -80,7 +80,11 @@ func (w *ProvisionWorker) launch(ctx context.Context, job *river.Job[jobs.Provis
 	// attempt number unchanged, but its attempted_by still grows with each
 	// fetch: a re-fetched first attempt may have launched before it was
 	// cancelled, and a CP that ignores Idempotency-Key would launch twice.
-	if job.Attempt > 1 || len(job.AttemptedBy) > 1 {
+	ranBefore, err := w.ranBefore(ctx, job)
+	if err != nil {
+		return cp.Instance{}, false, err
+	}
+	if ranBefore {
 		inst, found, err := w.adoptable(ctx, ws)
 		switch {
 		case errors.Is(err, cp.ErrListUnsupported):
@@ -121,6 +125,25 @@ func (w *ProvisionWorker) hostEnvBounded(ctx context.Context, workspaceID string
 		return nil, errEnvHookNoTime
 	}
 	return w.deps.hostEnv(hctx, workspaceID)
+}
+
+// ranBefore reports whether an earlier run of this job reached Work, so
+// may have launched: a retry (attempt > 1) or a re-fetch (attempted_by
+// grew) only counts when an earlier run wrote its provision.start. A job
+// that a worker without the host's hooks fetched and snoozed before Work
+// (hookGuard), or whose attempt that guard spent, never ran: reading it
+// as a retry sent it down the adoption path, and with
+// RefuseAmbiguousWithoutList on a CP without a list that failed the
+// workspace without a single CP call.
+func (w *ProvisionWorker) ranBefore(ctx context.Context, job *river.Job[jobs.ProvisionArgs]) (bool, error) {
+	if job.Attempt <= 1 && len(job.AttemptedBy) <= 1 {
+		return false, nil
+	}
+	n, err := w.deps.st().CountJobEvents(ctx, w.deps.Pool, job.Args.WorkspaceID, job.ID, obs.EvProvisionStart)
+	if err != nil {
+		return false, err
+	}
+	return n > 1, nil // this run wrote one
 }
 
 var errRefuseAmbiguous = errors.New("provision retry refused: the CP has no list endpoint to adopt from, and launching again could leak a duplicate")
