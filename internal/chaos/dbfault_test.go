@@ -117,7 +117,7 @@ type privatePostgres struct {
 func startPrivatePostgres(t *testing.T) *privatePostgres {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err != nil {
-		t.Skipf("Postgres server binaries not found at %s: cannot run a private cluster to restart", pgBin)
+		testdb.MissingTool(t, "Postgres server binaries not found at %s: cannot run a private cluster to restart", pgBin)
 	}
 	pgUser, err := user.Lookup("postgres")
 	require.NoError(t, err, "the postgres OS user owns the private cluster")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/testdb"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -32,7 +33,7 @@ const chromiumPath = "/usr/bin/chromium"
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("browser test skipped: %s not found (apt-get install -y chromium; .ci/run does)", chromiumPath)
+		testdb.MissingTool(t, "browser test skipped: %s not found (apt-get install -y chromium; .ci/run does)", chromiumPath)
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
