@@ -245,8 +245,9 @@ func (w *Worker) stopRiver(ctx context.Context) error {
 	w.log.Warn().Str("evt", EvCancelRunning).Err(err).Msg("running jobs did not finish in time: cancelling them")
 	// Detached from ctx: it may be the one that just ended, and the cancel
 	// must still reach the running jobs.
-	// handoff.CancelWindow: long enough for a cancelled job's record and
-	// hand-off, which run on their own contexts, before the pool closes.
+	// handoff.CancelWindow: long enough for a cancelled job's record, its
+	// note and its hand-off, which run on their own contexts, before the
+	// pool closes.
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cancelWindow)
 	defer ccancel()
 	if err := w.client.StopAndCancel(cctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

@@ -12,7 +12,8 @@ const Timeout = 15 * time.Second
 
 // CancelWindow is how long Stop waits, after cancelling the running jobs,
 // before it closes the pool: a job cancelled right after the CP answered
-// still records (Timeout) and may then hand the instance off (Timeout
-// again), both on the pool. A shorter window (it was 10 s) closed the
-// pool under them, and the instance was owned by nothing.
-const CancelWindow = 2 * Timeout
+// still records (Timeout), notes the answer when the record failed
+// (Timeout: provision.unrecorded) and may then hand the instance off
+// (Timeout again), all on the pool. A shorter window (it was 10 s) closed
+// the pool under them, and the instance was owned by nothing.
+const CancelWindow = 3 * Timeout
