@@ -259,11 +259,11 @@ func requestStop[TTx any](ctx context.Context, t *txn[TTx], id, desired, actor s
 		// noted one the CP launched (provision.unrecorded) whose job never
 		// ran again: without a list endpoint only a terminate reading the
 		// notes stops it, so this stop (or restart) goes through one.
-		noted, err := t.st.HasUnstoppedNote(ctx, t.db, id, obs.EvProvisionUnrecorded, obs.StopEvents)
+		noted, err := t.st.UnstoppedNotes(ctx, t.db, id, 0, obs.EvProvisionUnrecorded, obs.StopEvents)
 		if err != nil {
 			return Result{}, err
 		}
-		if noted {
+		if len(noted) > 0 {
 			return beginStop(ctx, t, ws, desired, actor)
 		}
 	}

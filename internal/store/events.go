@@ -132,28 +132,42 @@ func (st *Store) InstanceStoppedBefore(ctx context.Context, db DB, workspaceID, 
 	return ok, nil
 }
 
-// HasUnstoppedNote reports whether the workspace's timeline holds a note
-// event (provision.unrecorded: an instance id the CP answered that no
-// record could commit) naming an instance that none of the stop events
-// names since. One statement: a stop request on a failed row with no
-// instance id asks it before deciding there is nothing to stop.
-func (st *Store) HasUnstoppedNote(ctx context.Context, db DB, workspaceID, note string, stopEvents []string) (bool, error) {
-	var found bool
-	err := st.on(db).QueryRow(ctx, `
-		SELECT EXISTS (
-			SELECT 1 FROM {schema}.workspace_events n
-			WHERE n.workspace_id = $1 AND n.event = $2 AND coalesce(n.fields->>'instance_id', '') <> ''
-			AND NOT EXISTS (
-				SELECT 1 FROM {schema}.workspace_events s
-				WHERE s.workspace_id = $1 AND s.event = ANY($3)
-				AND (s.fields->>'instance_id' = n.fields->>'instance_id'
-					OR (jsonb_typeof(s.fields->'listed_instance_ids') = 'array'
-						AND s.fields->'listed_instance_ids' @> jsonb_build_array(n.fields->>'instance_id')))))`,
-		workspaceID, note, stopEvents).Scan(&found)
+// UnstoppedNotes returns, oldest first, the instance ids of the
+// workspace's note events (provision.unrecorded: an instance id the CP
+// answered that no record could commit), only job jobID's unless jobID is
+// 0, that none of the stop events names since. One statement for both of
+// its readers: a stop request on a failed row with no instance id, which
+// must not decide there is nothing to stop, and the worker handing off or
+// stopping what the notes name.
+func (st *Store) UnstoppedNotes(ctx context.Context, db DB, workspaceID string, jobID int64, note string, stopEvents []string) ([]string, error) {
+	rows, err := st.on(db).Query(ctx, `
+		SELECT n.fields->>'instance_id' FROM {schema}.workspace_events n
+		WHERE n.workspace_id = $1 AND n.event = $2 AND coalesce(n.fields->>'instance_id', '') <> ''
+		AND ($4::bigint = 0 OR n.job_id = $4::bigint)
+		AND NOT EXISTS (
+			SELECT 1 FROM {schema}.workspace_events s
+			WHERE s.workspace_id = $1 AND s.event = ANY($3)
+			AND (s.fields->>'instance_id' = n.fields->>'instance_id'
+				OR (jsonb_typeof(s.fields->'listed_instance_ids') = 'array'
+					AND s.fields->'listed_instance_ids' @> jsonb_build_array(n.fields->>'instance_id'))))
+		GROUP BY 1 ORDER BY min(n.id)`,
+		workspaceID, note, stopEvents, jobID)
 	if err != nil {
-		return false, fmt.Errorf("store: read unrecorded notes: %w", err)
+		return nil, fmt.Errorf("store: read unrecorded notes: %w", err)
 	}
-	return found, nil
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: scan unrecorded note: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read unrecorded notes: %w", err)
+	}
+	return ids, nil
 }
 
 // CountJobEvents counts the workspace's timeline events named event that

@@ -60,32 +60,5 @@ func (w *ProvisionWorker) handOffUnrecorded(ctx context.Context, job *river.Job[
 // provision.unrecorded notes (only job jobID's unless jobID is 0) that
 // the workspace has not stopped since.
 func (d *Deps) unrecorded(ctx context.Context, workspaceID string, jobID int64) ([]string, error) {
-	evs, err := d.st().Events(ctx, d.Pool, workspaceID)
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	seen := map[string]bool{}
-	for _, ev := range evs {
-		id, _ := ev.Fields["instance_id"].(string)
-		if ev.Event != obs.EvProvisionUnrecorded || id == "" || seen[id] || (jobID != 0 && ev.JobID != jobID) {
-			continue
-		}
-		seen[id] = true
-		ids = append(ids, id)
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	stopped, err := d.st().StoppedInstances(ctx, d.Pool, workspaceID, stopEvents)
-	if err != nil {
-		return nil, err
-	}
-	live := ids[:0]
-	for _, id := range ids {
-		if !stopped[id] {
-			live = append(live, id)
-		}
-	}
-	return live, nil
+	return d.st().UnstoppedNotes(ctx, d.Pool, workspaceID, jobID, obs.EvProvisionUnrecorded, stopEvents)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/testdb"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -135,58 +136,64 @@ func failFirstRecord(t *testing.T, e *jobtest.Env) {
 			END IF;
 			RETURN NEW;
 		END $$;
-		CREATE TRIGGER fail_first_record BEFORE UPDATE ON workspaces
+		CREATE TRIGGER fail_first_record BEFORE UPDATE ON provisioner.workspaces
 			FOR EACH ROW EXECUTE FUNCTION fail_first_record();`)
 	require.NoError(t, err)
 }
 
 // The provision job whose record failed never runs again (an operator
 // cancelled it), the row is then marked failed with no instance id (the
-// sweep's provisioning deadline does this), and the host deletes the
-// workspace. Without a list endpoint only the note names the instance:
-// the delete must go through a terminate that stops it, not mark the
-// failed row removed on the spot. (Issue 13 re-review, R1.)
+// sweep's provisioning deadline does this), and the host deletes or
+// restarts the workspace, on each driver. Without a list endpoint only the
+// note names the instance: the request must go through a terminate that
+// stops it, not mark the failed row done on the spot. (Issue 13
+// re-review, R1.)
 func TestRequestStop_FailedRowWithAnUnstoppedNoteGoesThroughATerminate(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		request func(ctx context.Context, tx pgx.Tx, e *jobtest.Env, id string) error
-		want    string
-	}{
-		{"delete", func(ctx context.Context, tx pgx.Tx, e *jobtest.Env, id string) error {
-			_, err := jobs.RequestTerminate(ctx, tx, e.Insert, jobs.TerminateRequest{WorkspaceID: id, Delete: true})
-			return err
-		}, store.StatusRemoved},
-		{"restart", func(ctx context.Context, tx pgx.Tx, e *jobtest.Env, id string) error {
-			_, err := jobs.RequestRestart(ctx, tx, e.Insert, id, "test")
-			return err
-		}, store.StatusRunning},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			e := jobtest.New(t, jobtest.Config{
-				Fake:     cpfake.Options{NoList: true},
-				Settings: jobs.Settings{BackoffBase: time.Minute, ProvisionBackoffCap: time.Hour},
-			})
-			failFirstRecord(t, e)
-			id := uuid.NewString()
-			job := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job
-			e.WaitFor("the provision to be retryable", func() bool {
-				return jobState(t, e, job.ID).State == rivertype.JobStateRetryable
-			})
-			live := e.CP.Live(id)
-			require.Len(t, live, 1, "the CP launched it and answered 201")
-			inst := live[0].InstanceID
-			_, err := e.Worker.JobCancel(ctx, job.ID)
-			require.NoError(t, err)
-			finalJob(t, e, job.ID)
-			_, err = e.Pool.Exec(ctx, `UPDATE workspaces SET status = 'failed', last_error = 'stuck provisioning' WHERE id = $1`, id)
-			require.NoError(t, err)
+	for _, d := range driverCases {
+		for _, tc := range []struct {
+			name    string
+			request func(r requests, id string) error
+			want    string
+		}{
+			{"delete", func(r requests, id string) error {
+				_, err := r.terminate(jobs.TerminateRequest{WorkspaceID: id, Delete: true})
+				return err
+			}, store.StatusRemoved},
+			{"restart", func(r requests, id string) error {
+				_, err := r.restart(id)
+				return err
+			}, store.StatusRunning},
+		} {
+			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				url := testdb.New(t)
+				e := jobtest.New(t, jobtest.Config{
+					DBURL:    url,
+					Fake:     cpfake.Options{NoList: true},
+					Settings: jobs.Settings{BackoffBase: time.Minute, ProvisionBackoffCap: time.Hour},
+				})
+				failFirstRecord(t, e)
+				id := uuid.NewString()
+				job := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job
+				e.WaitFor("the provision to be retryable", func() bool {
+					return jobState(t, e, job.ID).State == rivertype.JobStateRetryable
+				})
+				live := e.CP.Live(id)
+				require.Len(t, live, 1, "the CP launched it and answered 201")
+				inst := live[0].InstanceID
+				_, err := e.Worker.JobCancel(ctx, job.ID)
+				require.NoError(t, err)
+				finalJob(t, e, job.ID)
+				_, err = e.Pool.Exec(ctx, `UPDATE provisioner.workspaces SET status = 'failed', last_error = 'stuck provisioning' WHERE id = $1`, id)
+				require.NoError(t, err)
 
-			require.NoError(t, e.Tx(func(tx pgx.Tx) error { return tc.request(ctx, tx, e, id) }))
-			e.WaitStatus(id, tc.want)
-			for _, l := range e.CP.Live(id) {
-				require.NotEqual(t, inst, l.InstanceID, "noted instance %s runs on after the %s", inst, tc.name)
-			}
-		})
+				inTx := d.open(t, e, url)
+				require.NoError(t, inTx(true, func(r requests) error { return tc.request(r, id) }))
+				e.WaitStatus(id, tc.want)
+				for _, l := range e.CP.Live(id) {
+					require.NotEqual(t, inst, l.InstanceID, "noted instance %s runs on after the %s", inst, tc.name)
+				}
+			})
+		}
 	}
 }
