@@ -27,7 +27,7 @@ const (
 var (
 	// invariantDecl is how docs/design.md declares an invariant: a heading
 	// with its name in quotes and its old number in parentheses.
-	invariantDecl = regexp.MustCompile(`(?m)^### Invariant "([^"\n]+)" \(([0-9]+)\)\s*$`)
+	invariantDecl = regexp.MustCompile(`(?m)^### Invariant` + ` "([^"\n]+)" \(([0-9]+)\)\s*$`)
 	// numberCite is a citation by number ("invariant" followed by a digit).
 	numberCite = regexp.MustCompile(`(?i)\binvariants?\s+\(?[0-9]`)
 	// nameCite is a citation by name, possibly a list of quoted names.
