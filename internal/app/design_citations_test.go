@@ -118,8 +118,11 @@ func checkCitations(path, text string, d design) []string {
 				problems = append(problems, fmt.Sprintf("%s: invariant cited by number, not by name: %q", at, strings.TrimSpace(line)))
 			}
 		}
-		for _, m := range nameCite.FindAllStringSubmatch(line, -1) {
-			for _, q := range quoted.FindAllStringSubmatch(m[1], -1) {
+		for _, m := range nameCite.FindAllStringSubmatchIndex(window, -1) {
+			if m[0] >= len(line) {
+				continue
+			}
+			for _, q := range quoted.FindAllStringSubmatch(window[m[2]:m[3]], -1) {
 				if !d.names[strings.ToLower(q[1])] {
 					problems = append(problems, fmt.Sprintf("%s: invariant %q is not declared in %s", at, q[1], designPath))
 				}
@@ -227,6 +230,8 @@ func TestDesign_CitationCheckerCatches(t *testing.T) {
 		{"name", "x.go", "// Invariant \"no silent stop\" (docs/design.md): retried.", false},
 		{"name with its old number", "x.go", "// Invariant \"no silent stop\" (" + num + ")", false},
 		{"unknown name", "x.go", "// invariant \"no quiet stop\"", true},
+		{"unknown name wrapped", "x.go", "// invariant \"no\n// quiet stop\"", true},
+		{"known name wrapped", "x.go", "// (invariant \"no\n\t// silent stop\", docs/design.md)", false},
 		{"second name of a list unknown", "x.go", "// invariants \"no silent stop\" and \"bogus\"", true},
 		{"external spec dir", "x.go", "// see shared" + "/spec/x", true},
 		{"external cp spec", "README.md", "as in `cp-api" + ".md`", true},
