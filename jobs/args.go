@@ -15,7 +15,7 @@ const (
 )
 
 // Queues. Terminates have their own so a stop never waits behind a
-// 10,000-workspace import (invariant 8).
+// 10,000-workspace import: invariant "stops never wait" (docs/design.md).
 const (
 	QueueProvision   = "provision"
 	QueueTerminate   = "terminate"
@@ -31,7 +31,8 @@ var uniqueWhileLive = []rivertype.JobState{
 }
 
 // ProvisionArgs launches the instance of one generation of a workspace.
-// Args hold ids only (invariant 5): River UI shows them, so the env (which
+// Args hold ids only (invariant "ids-only args", docs/design.md): River
+// UI shows them, so the env (which
 // may hold secrets) is read from its table at call time instead.
 type ProvisionArgs struct {
 	WorkspaceID string `json:"workspace_id" river:"unique"`

@@ -45,7 +45,7 @@ func roundTrip(t *testing.T, data []byte, v any, fresh func() any) {
 	again := fresh()
 	require.NoError(t, json.Unmarshal(b, again))
 	require.Equal(t, v, again)
-	// Args hold ids only (invariant 5): nothing else survives a decode.
+	// Invariant "ids-only args" (docs/design.md): nothing else survives a decode.
 	var keys map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal(b, &keys))
 	for k := range keys {

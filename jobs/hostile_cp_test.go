@@ -27,7 +27,8 @@ import (
 
 // The tests in this file run the real workers against CPs that misbehave
 // on every route, and check three things per case: the job ends as
-// cp-api.md says (retried, then failed or dead; never read as success),
+// docs/design.md#status-codes says (retried, then failed or dead; never
+// read as success),
 // each attempt's cost stays bounded, and no credential reaches a log
 // line (ours or River's), a job's args or errors, a row, a timeline line
 // or a metric label.
@@ -304,7 +305,8 @@ func eventNamesHC(t *testing.T, e *jobtest.Env, id string) []string {
 // A CP can answer a well-formed instance id with junk beside it. The id is
 // still an instance the CP launched: it must be owned (recorded, or handed
 // to an instance_terminate) whatever the junk does to the bookkeeping
-// (invariant 0). A NUL in "state" is such junk: Postgres jsonb refuses
+// (invariant "every instance owned", docs/design.md). A NUL in "state"
+// is such junk: Postgres jsonb refuses
 // \u0000, so any event that copies the state breaks its transaction.
 func TestHostileCP_JunkStateBesideAValidIDStillOwnsTheInstance(t *testing.T) {
 	const inst = "i-0abc0123456789def"

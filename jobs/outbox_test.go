@@ -54,7 +54,7 @@ func TestRequestProvision_CommitLeavesRowAndJob(t *testing.T) {
 	require.Equal(t, jobs.ProvisionArgs{WorkspaceID: id, Generation: 1, Nonce: ws.Nonce}, *job.Args)
 	require.Equal(t, res.Job.ID, job.ID)
 
-	// Invariant 5: args hold ids only; the env stays beside the row.
+	// Invariant "ids-only args" (docs/design.md): the env stays beside the row.
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal(res.Job.EncodedArgs, &raw))
 	require.ElementsMatch(t, []string{"workspace_id", "generation", "nonce"}, keys(raw))

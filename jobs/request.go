@@ -88,9 +88,10 @@ type ProvisionRequest struct {
 	Actor       string            // who asked, for the timeline
 }
 
-// RequestProvision makes the workspace run, following design.md's table,
-// inside the caller's transaction: the row change and its job commit
-// together or not at all (invariant 1). After an insert error the
+// RequestProvision makes the workspace run, following the request table
+// (docs/design.md#requests), inside the caller's transaction: the row
+// change and its job commit together or not at all (invariant
+// "one-transaction outbox"). After an insert error the
 // transaction is broken (River no longer wraps InsertTx in a savepoint):
 // roll it back.
 func RequestProvision[TTx any](ctx context.Context, tx TTx, client *river.Client[TTx], req ProvisionRequest) (Result, error) {
@@ -200,7 +201,7 @@ type TerminateRequest struct {
 }
 
 // RequestTerminate stops the workspace inside the caller's transaction
-// (invariant 1). It returns ErrUnknownWorkspace when there is no row.
+// (invariant "one-transaction outbox", docs/design.md). It returns ErrUnknownWorkspace when there is no row.
 //
 // A delete also drops the workspace's env in the same transaction, whatever
 // the row's status: nothing runs it again (a later provision of the same

@@ -18,7 +18,8 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-// eventualCP models what cp-api.md allows of EC2: after a 2xx terminate,
+// eventualCP models what the CP contract (docs/design.md#cp-contract)
+// allows of EC2: after a 2xx terminate,
 // the list keeps showing the instance as running (here: until the test
 // ends). It can also lose the answer of the next provision after the CP
 // launched (as a connection reset after the CP acted would).

@@ -37,7 +37,8 @@ func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
 
 // Snoozes are bounded: past MaxSnoozes a Retry-After answer spends an
 // attempt like any failure, so a CP that always says "later" still ends
-// in a discarded job someone is alerted to (invariant 6).
+// in a discarded job someone is alerted to (invariant "no silent stop",
+// docs/design.md).
 func TestTerminate_RetryAfterSnoozesAreBounded(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 20 * time.Millisecond, MaxSnoozes: 2}})
 	id := uuid.NewString()

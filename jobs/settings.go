@@ -25,7 +25,7 @@ type Settings struct {
 	// MaxSnoozes bounds how often one job may snooze (Retry-After,
 	// credentials being rotated, waiting for a provision). A snooze gives
 	// the attempt back, so an unbounded one would never discard and never
-	// alert (invariant 6).
+	// alert (invariant "no silent stop", docs/design.md).
 	MaxSnoozes int
 	// SnoozeCap bounds one snooze, whatever Retry-After asks for.
 	SnoozeCap time.Duration
@@ -35,7 +35,8 @@ type Settings struct {
 	// waits for an in-flight provision before looking again.
 	ProvisionWait time.Duration
 	// ProvisionTimeout and TerminateTimeout are River's per-kind job
-	// timeouts; each must exceed the CP client's timeout (invariant 7).
+	// timeouts; each must exceed the CP client's timeout (invariant "no
+	// transaction across a CP call", docs/design.md).
 	ProvisionTimeout time.Duration
 	TerminateTimeout time.Duration
 	// ListUnsupportedAnswers and ListUnsupportedSpan are the evidence a
@@ -141,7 +142,8 @@ func (s Settings) Or(fallback Settings) Settings {
 	return s
 }
 
-// Validate checks that job timeouts outlive a CP call (invariant 7): a
+// Validate checks that job timeouts outlive a CP call (invariant "no
+// transaction across a CP call", docs/design.md): a
 // job cut off while the CP acts would retry into a call that may have
 // already succeeded.
 func (s Settings) Validate(cpTimeout time.Duration) error {

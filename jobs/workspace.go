@@ -13,7 +13,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/store"
 )
 
-// Status is a workspace row's status (design.md's state machine). A
+// Status is a workspace row's status (docs/design.md#statuses). A
 // handler outside this module compares against these; the row's own type
 // lives in an internal package it cannot name.
 type Status string

@@ -15,7 +15,8 @@ import (
 )
 
 // CPConfig is how the worker reaches the control plane. It mirrors the
-// CP client's own configuration field for field (see cp-api.md): Timeout
+// CP client's own configuration field for field (see
+// docs/design.md#configuration): Timeout
 // 0 is the client's default (30s).
 type CPConfig struct {
 	BaseURL      string

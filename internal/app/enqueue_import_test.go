@@ -179,7 +179,7 @@ func TestEnqueueImport_MalformedLineExits2AndImportsNothing(t *testing.T) {
 func TestEnqueueImport_QueryReadsTheHostsTable(t *testing.T) {
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
-	// The host's table as host-platform.md describes it, named with its
+	// The host's table as docs/design.md#host-platform describes it, named with its
 	// schema: the test database's search_path starts at the worker's.
 	_, err := env.Pool.Exec(ctx, `
 		CREATE TYPE public.workspace_status AS ENUM ('provisioning', 'online', 'offline', 'degraded', 'failed', 'removed', 'paused', 'hibernated');

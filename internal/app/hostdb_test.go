@@ -15,7 +15,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/testdb"
 )
 
-// hostSchema is the host platform's own schema as host-platform.md
+// hostSchema is the host platform's own schema as docs/design.md#host-platform
 // describes it: a workspaces table (the name the worker's first migration
 // collided with), an enum, and its migration runner's table, all in
 // public.

@@ -52,7 +52,7 @@ func WorkerUsage(w io.Writer) {
   worker [flags]                   run the worker until SIGTERM/SIGINT
   worker migrate up|down|status    run the goose migrations (down: [--to N] [--force])
 
-The control plane is configured by env only (see cp-api.md):
+The control plane is configured by env only (see docs/design.md#cp-contract):
   MOLECULE_ORG_ID (required), CP_PROVISION_URL / MOLECULE_CP_URL
   [default https://api.moleculesai.app], MOLECULE_CP_SHARED_SECRET
   (fallback PROVISION_SHARED_SECRET), ADMIN_TOKEN, CP_ADMIN_API_TOKEN

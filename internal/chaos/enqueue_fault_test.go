@@ -17,7 +17,8 @@ import (
 // An enqueue whose transaction breaks after its row change was written
 // (its backend is killed while the job insert waits on a lock) reports the
 // error, exits 1, and leaves neither the row change nor a job nor a
-// timeline line. Pins invariant 1: withTx runs the row change and the
+// timeline line. Pins invariant "one-transaction outbox"
+// (docs/design.md): withTx runs the row change and the
 // job insert in one transaction (commit them separately and the row is
 // left stopping, or created, with no job to carry it out).
 func TestEnqueue_BrokenTransactionLeavesNothingHalfWritten(t *testing.T) {

@@ -1,6 +1,6 @@
 // Package cp is the HTTP client for the control plane (CP), the service that
 // owns the cloud credentials and launches / terminates one EC2 instance per
-// workspace. It holds the contract in shared/spec/cp-api.md and nothing
+// workspace. It holds the CP contract (docs/design.md#cp-contract) and nothing
 // else: no database, no queue, no logging. Callers decide what to do with
 // each outcome through the classification in errors.go.
 package cp

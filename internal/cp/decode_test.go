@@ -11,7 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// These tests pin what cp-api.md allows a CP to write, each in more than
+// These tests pin what the CP contract (docs/design.md#cp-contract) allows
+// a CP to write, each in more than
 // one way: the CP is written by another team, and a correct answer that
 // this client refused once left stops retrying for days.
 

@@ -217,7 +217,8 @@ func (c *Client) GetConsoleOutput(ctx context.Context, workspaceID string) (stri
 // List reads one page of the org's instances that are not terminated. A
 // CP without the endpoint yields an error wrapping ErrListUnsupported.
 //
-// The page is read as leniently as cp-api.md allows ("instances": null is
+// The page is read as leniently as docs/design.md#list allows
+// ("instances": null is
 // an empty page; next_cursor may be absent or null; unknown fields are
 // ignored): a correct CP that encoded an empty page as null once left 61
 // of 200 stops retrying for days behind a "malformed list body". What the

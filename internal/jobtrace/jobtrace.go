@@ -58,7 +58,8 @@ func (*traceParent) Work(ctx context.Context, job *rivertype.JobRow, doInner fun
 }
 
 // jobSpanIDs adds the ids the job's args carry and the attempt's outcome
-// to the work span: ids only (invariant 5), never args' other fields.
+// to the work span: ids only (invariant "ids-only args",
+// docs/design.md), never args' other fields.
 type jobSpanIDs struct{ river.MiddlewareDefaults }
 
 func (*jobSpanIDs) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {

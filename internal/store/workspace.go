@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Statuses of a workspace row (design.md's state machine).
+// Statuses of a workspace row (docs/design.md#statuses).
 const (
 	StatusProvisioning = "provisioning"
 	StatusRunning      = "running"
@@ -218,7 +218,8 @@ func (st *Store) Env(ctx context.Context, db DB, id string) (map[string]string, 
 // recordInstanceSQL moves a provisioning row of generation $2 to running
 // with instance $3. It never overwrites a recorded id: it matches no row
 // when the row moved on, so the caller hands the instance to an
-// instance_terminate job instead (invariant 0).
+// instance_terminate job instead (invariant "every instance owned",
+// docs/design.md).
 const recordInstanceSQL = `
 		UPDATE {schema}.workspaces SET instance_id = $3, status = 'running', last_error = NULL,
 			updated_at = now(), status_changed_at = now()

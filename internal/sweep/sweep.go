@@ -187,7 +187,8 @@ type run struct {
 }
 
 // locked runs fn under the sweep's advisory lock, held on a dedicated
-// session so no transaction stays open across CP calls (invariant 7).
+// session so no transaction stays open across CP calls (invariant "no
+// transaction across a CP call", docs/design.md).
 func (r *run) locked(ctx context.Context, fn func() error) error {
 	conn, err := r.d.Pool.Acquire(ctx)
 	if err != nil {

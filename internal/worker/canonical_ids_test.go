@@ -15,8 +15,8 @@ import (
 )
 
 // upperCaseEcho is a CP (or client) that answers the list with upper-case
-// workspace ids: a UUID's case carries no meaning, and cp-api.md does not
-// promise which one comes back.
+// workspace ids: a UUID's case carries no meaning, and the CP contract
+// (docs/design.md#cp-contract) does not promise which one comes back.
 type upperCaseEcho struct{ cp.API }
 
 func (u upperCaseEcho) List(ctx context.Context, o cp.ListOptions) (cp.Page, error) {

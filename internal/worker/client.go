@@ -16,7 +16,8 @@ import (
 )
 
 // NewWorkerClient builds the River client that works every kind, with
-// terminates on their own queue (invariant 8).
+// terminates on their own queue (invariant "stops never wait",
+// docs/design.md).
 func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.Client, error) {
 	deps.Settings = deps.Settings.Or(jobs.DefaultSettings())
 	deps.Pool = pool

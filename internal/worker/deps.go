@@ -52,7 +52,8 @@ func cpTimeoutOf(api cp.API) time.Duration {
 // ErrNotCompleted is returned when JobCompleteTx found the job no longer
 // running (rescued, cancelled, or completed by a twin): River then returns
 // the job unchanged and no error, so without this check the row update
-// would commit for a job that did not complete (invariant 3).
+// would commit for a job that did not complete (invariant
+// "completion-checked commit", docs/design.md).
 var ErrNotCompleted = errors.New("jobs: job is no longer running; its row change was rolled back")
 
 // evJobNotCompleted is logged when a worker's completion was refused
@@ -163,8 +164,9 @@ func (d *Deps) note(ctx context.Context, level zerolog.Level, ev store.Event) er
 }
 
 // complete runs change and completes job in one transaction, and rolls it
-// all back unless River really moved the job to completed (invariant 3).
-// No CP call may happen inside change (invariant 7).
+// all back unless River really moved the job to completed (invariant
+// "completion-checked commit", docs/design.md). No CP call may happen
+// inside change (invariant "no transaction across a CP call").
 func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], change func(pgx.Tx, *timeline) error) error {
 	t := timeline{st: d.st()}
 	err := pgx.BeginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
@@ -207,7 +209,7 @@ func snoozes(job *rivertype.JobRow) int {
 
 // waitOrFail snoozes job for d while its snooze budget lasts, and
 // otherwise returns err so the attempt is spent and the backoff applies:
-// snoozes are bounded (invariant 6).
+// snoozes are bounded (invariant "no silent stop", docs/design.md).
 func (d *Deps) waitOrFail(job *rivertype.JobRow, wait time.Duration, err error) error {
 	if snoozes(job) >= d.Settings.MaxSnoozes {
 		return err
@@ -217,7 +219,8 @@ func (d *Deps) waitOrFail(job *rivertype.JobRow, wait time.Duration, err error) 
 
 // cpRetry decides how a failed CP call is retried. Shutdown's cancel is
 // passed through unchanged so River requeues without spending an attempt
-// (invariant 7); Retry-After and 401/403 become bounded snoozes; anything
+// (invariant "no transaction across a CP call", docs/design.md);
+// Retry-After and 401/403 become bounded snoozes; anything
 // else spends an attempt under the kind's backoff.
 func (d *Deps) cpRetry(job *rivertype.JobRow, err error) error {
 	switch {

@@ -19,7 +19,8 @@ import (
 
 // errEnvHookCanceled is jobs.ErrEnvHook for a hook cut off by shutdown: it
 // still wraps context.Canceled, so River requeues the job without
-// spending an attempt (invariant 7), and still carries no hook text.
+// spending an attempt (invariant "no transaction across a CP call",
+// docs/design.md), and still carries no hook text.
 var errEnvHookCanceled = fmt.Errorf("%w: %w", jobs.ErrEnvHook, context.Canceled)
 
 // errEnvHookNoTime is jobs.ErrEnvHook for a job with too little of its timeout
@@ -83,7 +84,8 @@ func (d *Deps) hostEnv(ctx context.Context, workspaceID string) (env map[string]
 // rotated), which says nothing about the workspace, and marking it failed
 // would send the host's user a "provisioning failed" for the host's own
 // outage. The last attempt snoozes instead (it gives the attempt back,
-// under the same MaxSnoozes bound as Retry-After, invariant 6), so the
+// under the same MaxSnoozes bound as Retry-After: invariant "no silent
+// stop", docs/design.md), so the
 // job keeps trying every SnoozeCap for MaxSnoozes more tries. When that
 // budget is spent too, the error is returned and River discards the job
 // loudly (job.discarded, River UI), leaving the row provisioning. Past

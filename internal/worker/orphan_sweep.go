@@ -17,7 +17,7 @@ import (
 )
 
 // OrphanSweepWorker runs the sweep that re-drives the stops retries
-// cannot see (design.md, "Orphan sweep"). Sweeps never overlap: each holds
+// cannot see (docs/design.md#orphan-sweep). Sweeps never overlap: each holds
 // a Postgres advisory lock, and one that finds it taken reports
 // "another sweep running".
 type OrphanSweepWorker struct {

@@ -43,7 +43,8 @@ func finalJob(t *testing.T, e *jobtest.Env, id int64) *rivertype.JobRow {
 	return j
 }
 
-// requireOwned checks invariant 0 for inst: its row records it, or an
+// requireOwned checks invariant "every instance owned" (docs/design.md)
+// for inst: its row records it, or an
 // instance_terminate was handed it.
 func requireOwned(t *testing.T, e *jobtest.Env, workspaceID, instanceID string) {
 	t.Helper()

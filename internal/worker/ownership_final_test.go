@@ -14,7 +14,8 @@ import (
 
 // A provision whose job is cancelled (or discarded) while the CP answers
 // has no retry to adopt the instance: the refused completion must hand it
-// to an instance_terminate instead of dropping it (invariant 0).
+// to an instance_terminate instead of dropping it (invariant "every
+// instance owned", docs/design.md).
 func TestProvision_CancelledWhileCPAnswersHandsInstanceToInstanceTerminate(t *testing.T) {
 	for _, state := range []rivertype.JobState{rivertype.JobStateCancelled, rivertype.JobStateDiscarded} {
 		t.Run(string(state), func(t *testing.T) {

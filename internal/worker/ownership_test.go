@@ -83,7 +83,8 @@ func TestProvision_NewGenerationDuringCPCallHandsOldInstanceToInstanceTerminate(
 
 // A rescued job whose first attempt comes back: JobCompleteTx returns the
 // job unchanged, so the row change must roll back, and the retry adopts
-// the instance instead of launching another (invariant 3).
+// the instance instead of launching another (invariant
+// "completion-checked commit", docs/design.md).
 func TestProvision_CompletionOfRescuedJobRollsBackAndRetryAdopts(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 1)

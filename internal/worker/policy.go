@@ -8,8 +8,9 @@ import (
 )
 
 // policy gives a kind its River timeout and retry schedule, the same way
-// for every kind: a timeout that outlives the CP client's (invariant 7)
-// and capped, jittered exponential backoff (invariant 6). Stops and
+// for every kind: a timeout that outlives the CP client's (invariant "no
+// transaction across a CP call") and capped, jittered exponential
+// backoff (invariant "no silent stop"; both in docs/design.md). Stops and
 // provisions differ only in which settings they read.
 type policy[T river.JobArgs] struct {
 	river.WorkerDefaults[T]

@@ -20,10 +20,12 @@ import (
 )
 
 // ProvisionWorker launches (or adopts) the instance of one generation and
-// records it. It upholds invariant 0 (every instance id the CP hands us
-// is recorded or handed to an instance_terminate in the completing
-// transaction), 3 (completion and row change commit together) and 4 (a
-// job whose row moved on makes no CP call).
+// records it. Of docs/design.md's invariants it upholds invariant "every
+// instance owned" (every instance id the CP hands us is recorded or
+// handed to an instance_terminate in the completing transaction),
+// invariant "completion-checked commit" (completion and row change commit
+// together) and invariant "no stale CP call" (a job whose row moved on
+// makes no CP call).
 type ProvisionWorker struct {
 	policy[jobs.ProvisionArgs]
 }
@@ -201,7 +203,8 @@ func notThisGeneration(inst cp.Instance, ws store.Workspace, stopped map[string]
 // record commits the instance to its row, or, when the row moved on (a
 // stop arrived, a newer generation began, another instance was recorded),
 // hands it to an instance_terminate job, all in the completing
-// transaction (invariants 0 and 3). Once the CP has handed us an id, the
+// transaction (invariants "every instance owned" and "completion-checked
+// commit", docs/design.md). Once the CP has handed us an id, the
 // job's context no longer governs: an operator's Cancel in River UI that
 // landed after the CP's 201 cancelled the record, River marked the job
 // cancelled, and nothing owned the instance. Both transactions run on
@@ -224,7 +227,7 @@ func (w *ProvisionWorker) record(ctx context.Context, job *river.Job[jobs.Provis
 	// The job was cancelled, discarded or finished by a newer attempt while
 	// the CP answered, or this was its last attempt (or an operator
 	// cancelled it): the rolled-back change was this instance's only
-	// owner, so give it one now (invariant 0).
+	// owner, so give it one now (invariant "every instance owned").
 	hctx, hcancel := ownContext(ctx)
 	defer hcancel()
 	return errors.Join(err, w.orphanIfUnrecorded(hctx, job, inst))

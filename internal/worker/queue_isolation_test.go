@@ -43,7 +43,8 @@ func seedImport(t *testing.T, e *jobtest.Env, n int) {
 	}))
 }
 
-// Invariant 8: a stop never waits behind an import.
+// Invariant "stops never wait" (docs/design.md): a stop never waits
+// behind an import.
 func TestTerminate_StartsWithinASecondBehind5000Provisions(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 0) // every provision worker stays busy

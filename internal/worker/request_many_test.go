@@ -21,7 +21,7 @@ var batchFroms = []string{fromNone, fromProvisioning, fromRunning, fromStopping,
 	fromRemoved, fromFailed, fromFailedWithInstID}
 
 // A batch over every starting row does, row by row, what the single
-// request does (design.md's table), whether the row took the set-based
+// request does (docs/design.md#requests), whether the row took the set-based
 // path or the single one.
 func TestRequestMany_MixedBatchFollowsTheStateTable(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{NoStart: true})

@@ -72,7 +72,8 @@ func TestRetryPolicy_BudgetsComeFromSettings(t *testing.T) {
 // A terminate that exhausts its budget writes terminate.dead, is
 // discarded, and leaves the row stopping with its instance id (never
 // stopped); retrying the job re-drives it to stopped. Pins
-// terminateFailed's last-attempt branch and invariant 2.
+// terminateFailed's last-attempt branch and invariant "confirmed stop"
+// (docs/design.md).
 func TestTerminate_ExhaustedBudgetIsDeadLeavesRowStoppingAndIsRedrivable(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{TerminateMaxAttempts: 3}})
 	id := uuid.NewString()

@@ -16,7 +16,7 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-// Requests of design.md's table.
+// Requests of the table in docs/design.md#requests.
 const (
 	reqProvision = "provision"
 	reqTerminate = "terminate"
@@ -24,7 +24,7 @@ const (
 	reqRestart   = "restart"
 )
 
-// Starting rows of design.md's table ("" is no row).
+// Starting rows of the table in docs/design.md#requests ("" is no row).
 const (
 	fromNone             = ""
 	fromProvisioning     = "provisioning"
@@ -59,7 +59,8 @@ func TestStateTable_EveryCell(t *testing.T) {
 	}
 }
 
-// stateTable is design.md's table: request -> starting row -> what it does.
+// stateTable is docs/design.md's request table: request -> starting row ->
+// what it does.
 func stateTable() map[string]map[string]cellWant {
 	P, T := jobs.KindProvision, jobs.KindTerminate
 	stoppingMeans := func(desired string, cancel bool) cellWant {
@@ -102,7 +103,7 @@ func stateTable() map[string]map[string]cellWant {
 			fromProvisioning: stoppingMeans(store.DesiredDeleted, true),
 			fromRunning:      stoppingMeans(store.DesiredDeleted, false),
 			fromStopping:     afterStop(store.DesiredDeleted),
-			// design.md's table: no-op (nothing runs, nothing to record).
+			// docs/design.md's table: no-op (nothing runs, nothing to record).
 			fromStopped:          noop(store.StatusStopped, store.DesiredStopped),
 			fromRemoved:          noop(store.StatusRemoved, store.DesiredDeleted),
 			fromFailed:           {action: jobs.ActionStopped, status: store.StatusRemoved, desired: store.DesiredDeleted},

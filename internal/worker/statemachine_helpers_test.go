@@ -19,7 +19,7 @@ import (
 )
 
 // seedRow is a workspace row written straight into Postgres, so a test can
-// start from any cell of design.md's state table.
+// start from any cell of docs/design.md's request table.
 type seedRow struct {
 	id         string
 	status     string

@@ -18,9 +18,10 @@ import (
 )
 
 // TerminateWorker stops a workspace. The row leaves stopping only after
-// the CP confirmed every instance gone (invariant 2), in the transaction
-// that completes the job (invariant 3); every CP failure is retried with
-// capped backoff and never read as success (invariant 6).
+// the CP confirmed every instance gone (invariant "confirmed stop"), in
+// the transaction that completes the job (invariant "completion-checked
+// commit"); every CP failure is retried with capped backoff and never
+// read as success (invariant "no silent stop"). See docs/design.md.
 type TerminateWorker struct {
 	policy[jobs.TerminateArgs]
 }

@@ -17,7 +17,8 @@ import (
 // connection). Leaving the instance to the retry's adoption was not
 // enough: the host's delete won the deadlock, the row was stopping when
 // the retry ran, the retry skipped, and with a CP that has no list
-// endpoint the instance ran on with no row and no job (invariant 0). The
+// endpoint the instance ran on with no row and no job (invariant "every
+// instance owned", docs/design.md). The
 // note commits in its own transaction on its own context; a later attempt
 // of the job that does not record the instance hands it off
 // (handOffUnrecorded), and a stop that finds no recorded id stops it

@@ -22,7 +22,8 @@ import (
 // retry. The host's delete then commits, the row is stopping, and the
 // retry skips. Without a list endpoint nothing else knows the instance:
 // the failed record's provision.unrecorded note must hand it off
-// (invariant 0). (Issue 13 review, R1.)
+// (invariant "every instance owned", docs/design.md). (Issue 13 review,
+// R1.)
 func TestProvision_UnrecordedAnswerOfARetryThatSkipsIsStopped(t *testing.T) {
 	for _, noList := range []bool{false, true} {
 		name := map[bool]string{false: "with list", true: "without list"}[noList]

@@ -81,7 +81,8 @@ func jobOutcome(ev *river.Event) string {
 	return "retried"
 }
 
-// JobIDs reads the ids a job's args carry (ids only, invariant 5), so log
+// JobIDs reads the ids a job's args carry (invariant "ids-only args",
+// docs/design.md), so log
 // lines about a job can be joined with the workspace's other lines.
 func JobIDs(row *rivertype.JobRow) (workspaceID, instanceID string) {
 	var a struct {

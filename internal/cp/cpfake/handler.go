@@ -38,7 +38,8 @@ type exchange struct {
 	dialect Dialect
 }
 
-// Handler serves the CP routes of cp-api.md, plus GET /fake/stats.
+// Handler serves the CP routes of docs/design.md#routes-and-auth, plus
+// GET /fake/stats.
 func (f *Fake) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /cp/workspaces/provision", f.wrap(RouteProvision, f.provision))
