@@ -203,24 +203,6 @@ func TestTerminate_SecondStopAfterCompletedOneRuns(t *testing.T) {
 	require.Empty(t, e.CP.Live(id))
 }
 
-func TestProvision_StaleGenerationJobMakesNoCPCall(t *testing.T) {
-	e := jobtest.New(t, jobtest.Config{NoStart: true})
-	ctx := context.Background()
-	id := uuid.NewString()
-	seedRow{id: id, status: store.StatusProvisioning, desired: store.DesiredRunning, generation: 2, nonce: "gen2"}.insert(t, e)
-	stale, err := e.Insert.Insert(ctx, jobs.ProvisionArgs{WorkspaceID: id, Generation: 1, Nonce: "gen1"}, nil)
-	require.NoError(t, err)
-
-	e.Start()
-	ev := waitJobEvent(t, e, stale.Job.ID, river.EventKindJobCompleted, river.EventKindJobFailed)
-
-	require.Equal(t, river.EventKindJobCompleted, ev.Kind)
-	require.Empty(t, e.CP.Requests(), "a stale provision called the CP")
-	ws := e.Workspace(id)
-	require.Equal(t, store.StatusProvisioning, ws.Status)
-	require.Empty(t, ws.InstanceID)
-}
-
 func TestTerminate_NeverProvisionedWorkspaceLaunchesNothing(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
