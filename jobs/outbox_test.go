@@ -65,8 +65,7 @@ func TestRequestTerminate_RollbackLeavesRowRunningAndNoJob(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	ctx := context.Background()
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	err := e.Tx(func(tx pgx.Tx) error {
 		_, err := jobs.RequestTerminate(ctx, tx, e.Insert, jobs.TerminateRequest{WorkspaceID: id})

@@ -94,8 +94,7 @@ func TestRestart_RetryNeverAdoptsTheInstanceTheRestartStopped(t *testing.T) {
 			e.Deps.CP = ecp
 			e.Start()
 			id := uuid.NewString()
-			e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			a := e.WaitStatus(id, store.StatusRunning).InstanceID
+			a := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 
 			tc.setup(e, ecp)
 			require.NoError(t, e.Tx(func(tx pgx.Tx) error {

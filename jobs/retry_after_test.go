@@ -21,8 +21,7 @@ import (
 func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 50 * time.Millisecond}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNextRetryAfter(cpfake.RouteTerminate, 503, 2, time.Second)
 	res := e.Terminate(id)
@@ -41,8 +40,7 @@ func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
 func TestTerminate_RetryAfterSnoozesAreBounded(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 20 * time.Millisecond, MaxSnoozes: 2}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNextRetryAfter(cpfake.RouteTerminate, 503, 4, time.Second)
 	res := e.Terminate(id)

@@ -40,8 +40,7 @@ func enqueue(t *testing.T, env *jobtest.Env, args ...string) (string, error) {
 func deadStop(t *testing.T, env *jobtest.Env) (string, int64) {
 	t.Helper()
 	id := uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	env.WaitStatus(id, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 1)
 	res := env.Terminate(id)
 	env.WaitFor("terminate discarded", func() bool { return jobState(t, env, res.Job.ID) == rivertype.JobStateDiscarded })
@@ -196,8 +195,7 @@ type timelineOut struct {
 func stopAfterTwoFailures(t *testing.T, env *jobtest.Env) (string, int64) {
 	t.Helper()
 	id := uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	env.WaitStatus(id, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 2)
 	res := env.Terminate(id)
 	env.WaitStatus(id, store.StatusStopped)

@@ -102,10 +102,8 @@ func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
 	env.Start()
 
 	a, b := uuid.NewString(), uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: a})
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: b})
-	env.WaitStatus(a, store.StatusRunning)
-	env.WaitStatus(b, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: a})
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: b})
 
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 1) // a: one failure, then stopped
 	env.Terminate(a)

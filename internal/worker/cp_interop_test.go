@@ -35,8 +35,7 @@ func TestTerminate_404ConfirmedAgainstAPlainGoCP(t *testing.T) {
 func TestLifecycle_AgainstAPlainGoCP(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{Dialect: cpfake.DialectPlainGo}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	ws := e.WaitStatus(id, store.StatusRunning)
+	ws := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	require.NotEmpty(t, ws.InstanceID)
 
 	e.Terminate(id)
@@ -54,8 +53,7 @@ func TestTerminate_StuckStreakIsLoggedOnceAndKeepsRetrying(t *testing.T) {
 	settings.TerminateStuckAfter = 3
 	e := jobtest.New(t, jobtest.Config{Settings: settings})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	ws := e.WaitStatus(id, store.StatusRunning)
+	ws := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNext(cpfake.RouteTerminate, 502, 7)
 	stop := e.Terminate(id)

@@ -184,8 +184,7 @@ func TestDrivers_CommitGivesJobsTheWorkerCompletes(t *testing.T) {
 func TestDrivers_GetWorkspaceReadsTheViewOnEachDriver(t *testing.T) {
 	env, url := hostEnv(t)
 	id := uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	want := env.WaitStatus(id, store.StatusRunning)
+	want := env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	dbs := map[string]jobs.DB{"pgx": jobs.PgxDB(env.Pool)}
 	for _, driver := range []string{"postgres", "pgx"} {
 		db, err := sql.Open(driver, url)

@@ -100,8 +100,7 @@ func TestEnvHook_SuppliesTheEnvAndNothingOfItIsStored(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			id := uuid.NewString()
 			before := calls.Load()
-			e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Env: c.requestEnv})
-			e.WaitStatus(id, store.StatusRunning)
+			e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id, Env: c.requestEnv})
 
 			require.Equal(t, []map[string]string{hostEnv(id)}, sentEnv(t, e, id))
 			require.Equal(t, int32(1), calls.Load()-before)
@@ -309,19 +308,16 @@ func TestOutcomeHook_HostRowFollowsEveryOutcome(t *testing.T) {
 			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
 		}},
 		{name: "stopped", wantStatus: store.StatusStopped, act: func(t *testing.T, id string) {
-			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			h.WaitStatus(id, store.StatusRunning)
+			h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 			h.Terminate(id)
 		}},
 		{name: "deleted", wantStatus: store.StatusRemoved, act: func(t *testing.T, id string) {
-			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			h.WaitStatus(id, store.StatusRunning)
+			h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 			h.requestDelete(t, id)
 		}},
 		{name: "restarted", wantStatus: store.StatusRunning, act: func(t *testing.T, id string) {
 			restartID = id
-			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			first := h.WaitStatus(id, store.StatusRunning).InstanceID
+			first := h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 			require.NoError(t, h.Tx(func(tx pgx.Tx) error {
 				_, err := jobs.RequestRestart(context.Background(), tx, h.Insert, id, "test")
 				return err
@@ -403,8 +399,7 @@ func TestOutcomeHook_ErrorRollsBackTheChangeAndTheJobRetries(t *testing.T) {
 			}},
 		{name: "finishing a stop", failOn: jobs.StatusStopped, wantStatus: store.StatusStopped,
 			act: func(h *hostWorld, t *testing.T, id string) *rivertype.JobRow {
-				h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-				h.WaitStatus(id, store.StatusRunning)
+				h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 				return h.Terminate(id).Job
 			}},
 	}

@@ -65,8 +65,7 @@ func TestProvision_RecordsInstanceFromOneAuthenticatedCall(t *testing.T) {
 func TestTerminate_DeletesRecordedInstanceThenStops(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 
 	e.Terminate(id)
 	ws := e.WaitStatus(id, store.StatusStopped)
@@ -85,8 +84,7 @@ func TestTerminate_DeletesRecordedInstanceThenStops(t *testing.T) {
 func TestTerminate_RetriesUntil2xxAndNeverStopsEarly(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNext(cpfake.RouteTerminate, 500, 3)
 	res := e.Terminate(id)

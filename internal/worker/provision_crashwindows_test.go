@@ -71,12 +71,10 @@ func TestProvision_IdempotencyKeyIsStableAcrossAttempts(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	e.CP.FailNext(cpfake.RouteProvision, 503, 2)
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.Terminate(id)
 	e.WaitStatus(id, store.StatusStopped)
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	var keys []string
 	for _, r := range requestsOf(e.CP, cpfake.RouteProvision) {

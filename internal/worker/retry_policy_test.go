@@ -24,8 +24,7 @@ func TestRetryPolicy_TerminateBackoffIsCappedExponentialWithJitter(t *testing.T)
 	base, capd := 20*time.Millisecond, 80*time.Millisecond
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{BackoffBase: base, TerminateBackoffCap: capd}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	events, cancel := e.Worker.Subscribe(river.EventKindJobFailed)
 	defer cancel()
 	e.CP.FailNext(cpfake.RouteTerminate, 503, 6)
@@ -76,8 +75,7 @@ func TestRetryPolicy_BudgetsComeFromSettings(t *testing.T) {
 func TestTerminate_ExhaustedBudgetIsDeadLeavesRowStoppingAndIsRedrivable(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{TerminateMaxAttempts: 3}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 	e.CP.FailNext(cpfake.RouteTerminate, 500, 3)
 	res := e.Terminate(id)
 

@@ -328,8 +328,7 @@ func TestStore_RecordInstanceNeverOverwritesRecordedID(t *testing.T) {
 func TestProvision_WhileStoppingStartsNextGenerationWhenStopCompletes(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	first := e.WaitStatus(id, store.StatusRunning)
+	first := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.CP.FailNext(cpfake.RouteTerminate, 503, 2) // keep the stop under way
 	e.Terminate(id)
 

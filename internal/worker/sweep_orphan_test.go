@@ -140,8 +140,7 @@ func TestSweep_InsertsTerminateForStoppingRowWithoutJob(t *testing.T) {
 func TestSweep_RetriesDiscardedTerminateInsteadOfATwin(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{TerminateMaxAttempts: 1}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 	e.CP.FailNext(cpfake.RouteTerminate, 503, 1)
 	dead := e.Terminate(id).Job
 	e.WaitFor("terminate discarded", func() bool {

@@ -97,8 +97,7 @@ func TestTerminate_WithoutRecordedIDKillsWhatALostProvisionAnswerLaunched(t *tes
 func TestTerminate_404WhilePendingIsNotGone(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{BootTime: time.Hour}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 	require.Equal(t, cpfake.StatePending, e.CP.Live(id)[0].State)
 	e.CP.FailNext(cpfake.RouteTerminate, 404, 2) // {"error":"injected"}: a CP-worded 404
 
@@ -139,8 +138,7 @@ func TestTerminate_404ConfirmedUnknownByStatusAndListIsGone(t *testing.T) {
 func TestTerminate_404WithStatusUnknownIsRetried(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.CP.FailNext(cpfake.RouteTerminate, 404, 1)
 	e.CP.FailNext(cpfake.RouteStatus, 502, 1)
 
@@ -173,8 +171,7 @@ func TestTerminate_TwiceMakesOneJobAndOneDelete(t *testing.T) {
 func TestTerminate_TwiceRunsOneDelete(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.Terminate(id)
 	e.Terminate(id)
@@ -188,12 +185,10 @@ func TestTerminate_TwiceRunsOneDelete(t *testing.T) {
 func TestTerminate_SecondStopAfterCompletedOneRuns(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.Terminate(id)
 	e.WaitStatus(id, store.StatusStopped)
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	second := e.Terminate(id)
 
@@ -239,8 +234,7 @@ func TestTerminate_FailedWorkspaceWithoutInstanceMakesNoCPCall(t *testing.T) {
 func TestTerminate_404UnknownButStillListedIsRetried(t *testing.T) {
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.CP.FailNext(cpfake.RouteTerminate, 404, 1)
 	e.CP.FailNext(cpfake.RouteStatus, 404, 1) // {"error":"injected"}: reads as unknown
 
