@@ -103,9 +103,13 @@ func TestTerminate_404WhilePendingIsNotGone(t *testing.T) {
 
 	stop := e.Terminate(id)
 	e.WaitFor("the stop to complete", func() bool {
+		// The row first: the stop marks it stopped in the transaction that
+		// completes the job, so a row read before a job still unfinished
+		// is the row of an unfinished stop (read the other way round, the
+		// stop could commit in between and a correct run would fail).
+		ws := e.Workspace(id)
 		job := jobState(t, e, stop.Job.ID)
 		if job.State != rivertype.JobStateCompleted {
-			ws := e.Workspace(id)
 			require.Equal(t, store.StatusStopping, ws.Status, "a 404 was read as gone while the instance was pending")
 			require.Equal(t, inst, ws.InstanceID)
 		}
