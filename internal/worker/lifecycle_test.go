@@ -38,6 +38,7 @@ func eventNames(t *testing.T, e *jobtest.Env, id string) []string {
 }
 
 func TestProvision_RecordsInstanceFromOneAuthenticatedCall(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python", Tier: 2,
@@ -63,6 +64,7 @@ func TestProvision_RecordsInstanceFromOneAuthenticatedCall(t *testing.T) {
 }
 
 func TestTerminate_DeletesRecordedInstanceThenStops(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
@@ -82,6 +84,7 @@ func TestTerminate_DeletesRecordedInstanceThenStops(t *testing.T) {
 }
 
 func TestTerminate_RetriesUntil2xxAndNeverStopsEarly(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})

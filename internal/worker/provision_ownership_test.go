@@ -34,6 +34,7 @@ func requireTerminatedByInstanceTerminate(t *testing.T, e *jobtest.Env, instance
 }
 
 func TestProvision_StopDuringCPCallHandsInstanceToInstanceTerminate(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 0)
 	id := uuid.NewString()
@@ -53,6 +54,7 @@ func TestProvision_StopDuringCPCallHandsInstanceToInstanceTerminate(t *testing.T
 }
 
 func TestProvision_NewGenerationDuringCPCallHandsOldInstanceToInstanceTerminate(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 1) // only generation 1's call blocks
 	ctx := context.Background()
@@ -87,6 +89,7 @@ func TestProvision_NewGenerationDuringCPCallHandsOldInstanceToInstanceTerminate(
 // job unchanged, so the row change must roll back, and the retry adopts
 // the instance instead of launching another (invariant 3).
 func TestProvision_CompletionOfRescuedJobRollsBackAndRetryAdopts(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 1)
 	id := uuid.NewString()
@@ -117,6 +120,7 @@ func TestProvision_CompletionOfRescuedJobRollsBackAndRetryAdopts(t *testing.T) {
 // A rescued job re-run while its first attempt is still in flight: the
 // stale attempt must not complete the job the newer attempt owns.
 func TestProvision_StaleAttemptDoesNotCompleteJobOfNewerAttempt(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 1)
 	id := uuid.NewString()
@@ -178,6 +182,7 @@ func requireOwned(t *testing.T, e *jobtest.Env, workspaceID, instanceID string) 
 }
 
 func TestProvision_CancelAfterCPAnswerStillOwnsTheInstance(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	c := &cancelAfterAnswer{API: e.API, answered: make(chan cp.Instance, 1)}
 	e.Deps.CP = c
@@ -197,6 +202,7 @@ func TestProvision_CancelAfterCPAnswerStillOwnsTheInstance(t *testing.T) {
 }
 
 func TestProvision_RecordFailingOnLastAttemptHandsInstanceToInstanceTerminate(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{ProvisionMaxAttempts: 1}})
 	// The record's timeline line fails (a DB fault, a timeout): only the
 	// record; the hand-off's own line still goes through.
@@ -220,8 +226,10 @@ func TestProvision_RecordFailingOnLastAttemptHandsInstanceToInstanceTerminate(t 
 // has no retry to adopt the instance: the refused completion must hand it
 // to an instance_terminate instead of dropping it (invariant 0).
 func TestProvision_CancelledWhileCPAnswersHandsInstanceToInstanceTerminate(t *testing.T) {
+	t.Parallel()
 	for _, state := range []rivertype.JobState{rivertype.JobStateCancelled, rivertype.JobStateDiscarded} {
 		t.Run(string(state), func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{})
 			gate := gateProvisions(t, e, 1)
 			id := uuid.NewString()
@@ -246,6 +254,7 @@ func TestProvision_CancelledWhileCPAnswersHandsInstanceToInstanceTerminate(t *te
 // generation: its runtime, tier and env must reach that generation's CP
 // request rather than be dropped.
 func TestProvision_WhileStoppingCarriesItsRequestToTheNextGeneration(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python", Tier: 1})
@@ -266,6 +275,7 @@ func TestProvision_WhileStoppingCarriesItsRequestToTheNextGeneration(t *testing.
 }
 
 func TestProvision_StaleGenerationJobMakesNoCPCall(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	id := uuid.NewString()

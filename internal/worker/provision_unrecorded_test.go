@@ -24,9 +24,11 @@ import (
 // the failed record's provision.unrecorded note must hand it off
 // (invariant 0). (Issue 13 review, R1.)
 func TestProvision_UnrecordedAnswerOfARetryThatSkipsIsStopped(t *testing.T) {
+	t.Parallel()
 	for _, noList := range []bool{false, true} {
 		name := map[bool]string{false: "with list", true: "without list"}[noList]
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			h := newHostWorld(t, jobtest.Config{
 				Fake: cpfake.Options{NoList: noList},
 				// the retry waits long enough for the host's delete to land
@@ -61,11 +63,13 @@ func TestProvision_UnrecordedAnswerOfARetryThatSkipsIsStopped(t *testing.T) {
 // or the job never runs again (an operator cancelled it) and the stop,
 // finding no recorded id, stops what the note names.
 func TestProvision_UnrecordedAnswerIsStoppedWithoutAList(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		cancel bool
 	}{{"retry skips", false}, {"job cancelled", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := context.Background()
 			e := jobtest.New(t, jobtest.Config{
 				Fake:     cpfake.Options{NoList: true},
@@ -102,6 +106,7 @@ func TestProvision_UnrecordedAnswerIsStoppedWithoutAList(t *testing.T) {
 // is handed off from the note then, not left running until the
 // workspace is stopped.
 func TestProvision_UnrecordedAnswerOfAFailedGenerationIsHandedOff(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{
 		Fake:     cpfake.Options{NoList: true},
 		Settings: jobs.Settings{BackoffBase: 10 * time.Millisecond, RefuseAmbiguousWithoutList: true},
@@ -149,6 +154,7 @@ func failFirstRecord(t *testing.T, e *jobtest.Env) {
 // stops it, not mark the failed row done on the spot. (Issue 13
 // re-review, R1.)
 func TestRequestStop_FailedRowWithAnUnstoppedNoteGoesThroughATerminate(t *testing.T) {
+	t.Parallel()
 	for _, d := range driverCases {
 		for _, tc := range []struct {
 			name    string
@@ -165,6 +171,7 @@ func TestRequestStop_FailedRowWithAnUnstoppedNoteGoesThroughATerminate(t *testin
 			}, store.StatusRunning},
 		} {
 			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
 				ctx := context.Background()
 				url := testdb.New(t)
 				e := jobtest.New(t, jobtest.Config{

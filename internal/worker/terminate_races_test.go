@@ -35,6 +35,7 @@ func waitJobEvent(t *testing.T, e *jobtest.Env, jobID int64, kinds ...river.Even
 }
 
 func TestTerminate_WaitsForProvisionInFlightThenKillsItsInstance(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 0)
 	id := uuid.NewString()
@@ -53,6 +54,7 @@ func TestTerminate_WaitsForProvisionInFlightThenKillsItsInstance(t *testing.T) {
 }
 
 func TestTerminate_WaitForProvisionIsBounded(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{MaxSnoozes: 2}})
 	gate := gateProvisions(t, e, 0)
 	id := uuid.NewString()
@@ -70,6 +72,7 @@ func TestTerminate_WaitForProvisionIsBounded(t *testing.T) {
 }
 
 func TestTerminate_WithoutRecordedIDKillsWhatALostProvisionAnswerLaunched(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	gate := gateProvisions(t, e, 1)
@@ -95,6 +98,7 @@ func TestTerminate_WithoutRecordedIDKillsWhatALostProvisionAnswerLaunched(t *tes
 // A 404 on DELETE is not proof: the status endpoint still says pending,
 // so the row stays stopping and the job retries until a DELETE succeeds.
 func TestTerminate_404WhilePendingIsNotGone(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{BootTime: time.Hour}})
 	id := uuid.NewString()
 	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
@@ -128,6 +132,7 @@ func TestTerminate_404WhilePendingIsNotGone(t *testing.T) {
 // An id the CP does not know at all: DELETE 404, status 404 with the CP's
 // own error, and the list does not show it: then, and only then, gone.
 func TestTerminate_404ConfirmedUnknownByStatusAndListIsGone(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	seedRow{id: id, status: store.StatusRunning, desired: store.DesiredRunning, instanceID: randomInstanceID()}.insert(t, e)
@@ -140,6 +145,7 @@ func TestTerminate_404ConfirmedUnknownByStatusAndListIsGone(t *testing.T) {
 }
 
 func TestTerminate_404WithStatusUnknownIsRetried(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
@@ -156,6 +162,7 @@ func TestTerminate_404WithStatusUnknownIsRetried(t *testing.T) {
 }
 
 func TestTerminate_TwiceMakesOneJobAndOneDelete(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true}) // the stop stays queued
 	ctx := context.Background()
 	id := uuid.NewString()
@@ -173,6 +180,7 @@ func TestTerminate_TwiceMakesOneJobAndOneDelete(t *testing.T) {
 }
 
 func TestTerminate_TwiceRunsOneDelete(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
@@ -187,6 +195,7 @@ func TestTerminate_TwiceRunsOneDelete(t *testing.T) {
 // The unique window of a stop leaves out completed: a second stop within
 // River's 24 h completed retention must run, not be skipped as a duplicate.
 func TestTerminate_SecondStopAfterCompletedOneRuns(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
@@ -203,6 +212,7 @@ func TestTerminate_SecondStopAfterCompletedOneRuns(t *testing.T) {
 }
 
 func TestTerminate_NeverProvisionedWorkspaceLaunchesNothing(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	prov := e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
@@ -220,6 +230,7 @@ func TestTerminate_NeverProvisionedWorkspaceLaunchesNothing(t *testing.T) {
 }
 
 func TestTerminate_FailedWorkspaceWithoutInstanceMakesNoCPCall(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	seedRow{id: id, status: store.StatusFailed, desired: store.DesiredRunning}.insert(t, e)
@@ -236,6 +247,7 @@ func TestTerminate_FailedWorkspaceWithoutInstanceMakesNoCPCall(t *testing.T) {
 // The status endpoint calling the instance unknown is not enough while the
 // CP's list still shows it live (eventual consistency, a wrong route).
 func TestTerminate_404UnknownButStillListedIsRetried(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
