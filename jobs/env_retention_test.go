@@ -35,6 +35,7 @@ func requestDelete(t *testing.T, e *jobtest.Env, id string) {
 // the row was running or already stopped; a plain stop keeps it, since
 // the next start needs it.
 func TestTerminate_DeleteClearsWorkspaceEnv(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	secret := map[string]string{"API_KEY": "sk-live-env-4"}
 

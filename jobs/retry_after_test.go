@@ -19,6 +19,7 @@ import (
 // A 503 with Retry-After is honoured with a snooze (the attempt is given
 // back) and the stop still completes once the CP answers.
 func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 50 * time.Millisecond}})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
@@ -38,6 +39,7 @@ func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
 // attempt like any failure, so a CP that always says "later" still ends
 // in a discarded job someone is alerted to (invariant 6).
 func TestTerminate_RetryAfterSnoozesAreBounded(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 20 * time.Millisecond, MaxSnoozes: 2}})
 	id := uuid.NewString()
 	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
