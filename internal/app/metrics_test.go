@@ -89,6 +89,7 @@ type lbl = map[string]string
 // collector, the HTTP handler) after a provision, a stop that failed once
 // and then worked, a sweep that found a stray, and a stop that died.
 func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{TerminateMaxAttempts: 2}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -190,6 +191,7 @@ func logLine(t *testing.T, logs, evt string) map[string]any {
 }
 
 func TestDBCollector_ExportsNothingBeforeFirstRead(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	c := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindTerminate)
 	env.Metrics.Registry.MustRegister(c)
@@ -223,6 +225,7 @@ func collectorServer(t *testing.T, env *jobtest.Env, c *obs.DBCollector) string 
 // river_job, an open label set on an unauthenticated page. Only the
 // worker's own kinds are labels; the rest add up under "other".
 func TestDBCollector_FoldsForeignKindsIntoOther(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	for _, kind := range []string{"evil_kind_1", `evil"kind{2}`, "evil_kind_1"} {
@@ -258,6 +261,7 @@ func TestDBCollector_FoldsForeignKindsIntoOther(t *testing.T) {
 // running, so the alert's series exists), per own queue and as a count
 // for others.
 func TestDBCollector_ExportsPausedQueues(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	for _, q := range []string{jobs.QueueProvision, jobs.QueueTerminate, "someone-elses-queue"} {
