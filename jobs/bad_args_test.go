@@ -16,6 +16,7 @@ import (
 // nothing real: the job is cancelled at once, with no CP call, instead of
 // being retried for days.
 func TestWork_MalformedArgsAreCancelledWithoutACPCall(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		args river.JobArgs
@@ -27,6 +28,7 @@ func TestWork_MalformedArgsAreCancelledWithoutACPCall(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{})
 			res, err := e.Insert.Insert(context.Background(), tt.args, nil)
 			require.NoError(t, err)

@@ -35,20 +35,19 @@ func requestDelete(t *testing.T, e *jobtest.Env, id string) {
 // the row was running or already stopped; a plain stop keeps it, since
 // the next start needs it.
 func TestTerminate_DeleteClearsWorkspaceEnv(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	secret := map[string]string{"API_KEY": "sk-live-env-4"}
 
 	running := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: running, Env: secret})
-	e.WaitStatus(running, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: running, Env: secret})
 	requestDelete(t, e, running)
 	require.Zero(t, envRows(t, e, running), "cleared with the delete request")
 	e.WaitStatus(running, store.StatusRemoved)
 	require.Zero(t, envRows(t, e, running))
 
 	stopped := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: stopped, Env: secret})
-	e.WaitStatus(stopped, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: stopped, Env: secret})
 	e.Terminate(stopped)
 	e.WaitStatus(stopped, store.StatusStopped)
 	require.Equal(t, 1, envRows(t, e, stopped), "a plain stop keeps the env for the next start")

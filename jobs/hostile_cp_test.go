@@ -309,6 +309,7 @@ func eventNamesHC(t *testing.T, e *jobtest.Env, id string) []string {
 // is such junk: Postgres jsonb refuses
 // \u0000, so any event that copies the state breaks its transaction.
 func TestHostileCP_JunkStateBesideAValidIDStillOwnsTheInstance(t *testing.T) {
+	t.Parallel()
 	const inst = "i-0abc0123456789def"
 	junk := func(w http.ResponseWriter, r *http.Request, _ string) {
 		w.Header().Set("Content-Type", "application/json")

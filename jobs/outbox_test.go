@@ -20,6 +20,7 @@ import (
 var errHandler = errors.New("handler failed after enqueueing")
 
 func TestRequestProvision_RollbackLeavesNeitherRowNorJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	id := uuid.NewString()
@@ -38,6 +39,7 @@ func TestRequestProvision_RollbackLeavesNeitherRowNorJob(t *testing.T) {
 }
 
 func TestRequestProvision_CommitLeavesRowAndJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	id := uuid.NewString()
@@ -62,11 +64,11 @@ func TestRequestProvision_CommitLeavesRowAndJob(t *testing.T) {
 }
 
 func TestRequestTerminate_RollbackLeavesRowRunningAndNoJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	ctx := context.Background()
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	err := e.Tx(func(tx pgx.Tx) error {
 		_, err := jobs.RequestTerminate(ctx, tx, e.Insert, jobs.TerminateRequest{WorkspaceID: id})
@@ -79,6 +81,7 @@ func TestRequestTerminate_RollbackLeavesRowRunningAndNoJob(t *testing.T) {
 }
 
 func TestRequestTerminate_UnknownWorkspace(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	err := e.Tx(func(tx pgx.Tx) error {
 		_, err := jobs.RequestTerminate(context.Background(), tx, e.Insert, jobs.TerminateRequest{WorkspaceID: uuid.NewString()})

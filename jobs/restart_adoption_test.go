@@ -82,6 +82,7 @@ func (c *eventualCP) List(ctx context.Context, o cp.ListOptions) (cp.Page, error
 // fails with a 5xx. The retry must adopt B (or launch one), never A: A is
 // being terminated, and the sweep would then kill B as a duplicate.
 func TestRestart_RetryNeverAdoptsTheInstanceTheRestartStopped(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		setup func(e *jobtest.Env, c *eventualCP)
@@ -90,13 +91,13 @@ func TestRestart_RetryNeverAdoptsTheInstanceTheRestartStopped(t *testing.T) {
 		{"first attempt 5xx", func(e *jobtest.Env, _ *eventualCP) { e.CP.FailNext(cpfake.RouteProvision, 503, 1) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			ecp := &eventualCP{API: e.API, fake: e.CP}
 			e.Deps.CP = ecp
 			e.Start()
 			id := uuid.NewString()
-			e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			a := e.WaitStatus(id, store.StatusRunning).InstanceID
+			a := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 
 			tc.setup(e, ecp)
 			require.NoError(t, e.Tx(func(tx pgx.Tx) error {
@@ -122,6 +123,7 @@ func TestRestart_RetryNeverAdoptsTheInstanceTheRestartStopped(t *testing.T) {
 // must be on its timeline line, the record the next generation reads
 // before adopting.
 func TestTerminate_RecordsTheListedInstancesItStopped(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	a, b := e.OldInstance(id), e.OldInstance(id)

@@ -19,10 +19,10 @@ import (
 // A 503 with Retry-After is honoured with a snooze (the attempt is given
 // back) and the stop still completes once the CP answers.
 func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 50 * time.Millisecond}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNextRetryAfter(cpfake.RouteTerminate, 503, 2, time.Second)
 	res := e.Terminate(id)
@@ -40,10 +40,10 @@ func TestTerminate_RetryAfterSnoozesWithoutSpendingAttempts(t *testing.T) {
 // in a discarded job someone is alerted to (invariant "no silent stop",
 // docs/design.md).
 func TestTerminate_RetryAfterSnoozesAreBounded(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{SnoozeCap: 20 * time.Millisecond, MaxSnoozes: 2}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNextRetryAfter(cpfake.RouteTerminate, 503, 4, time.Second)
 	res := e.Terminate(id)

@@ -35,6 +35,7 @@ func sqlCounts(t *testing.T, e *jobtest.Env) [4]int {
 }
 
 func TestSQLValues_AcceptedValuesReadBackUnchanged(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("é", 16<<10) // 32 KiB of two-byte runes: the value cap
 	tests := []struct {
 		name string
@@ -53,6 +54,7 @@ func TestSQLValues_AcceptedValuesReadBackUnchanged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			ctx := context.Background()
 			req := tt.req
@@ -84,6 +86,7 @@ func sqlEscape(s string) string {
 }
 
 func TestSQLValues_RefusedValuesWriteNothing(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		req  jobs.ProvisionRequest
@@ -108,6 +111,7 @@ func TestSQLValues_RefusedValuesWriteNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			ctx := context.Background()
 			req := tt.req
@@ -135,6 +139,7 @@ func TestSQLValues_RefusedValuesWriteNothing(t *testing.T) {
 }
 
 func TestSQLValues_StopOfAHostileIDIsRefusedBeforeSQL(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	before := sqlCounts(t, e)
 	for _, id := range []string{sqlInjection, "\x00", strings.Repeat("f", 1<<20), "", uuid.NewString() + "'"} {
@@ -149,6 +154,7 @@ func TestSQLValues_StopOfAHostileIDIsRefusedBeforeSQL(t *testing.T) {
 }
 
 func TestSQLValues_UppercaseUUIDIsTheSameWorkspace(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	e.Provision(jobs.ProvisionRequest{WorkspaceID: strings.ToUpper(id)})

@@ -37,6 +37,7 @@ func goodConfig() provisioner.Config {
 // New refuses a config it cannot run safely with, before connecting,
 // naming the setting at fault and never a secret.
 func TestNew_RefusesBadConfigBeforeConnecting(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		mod  func(*provisioner.Config)
@@ -60,6 +61,7 @@ func TestNew_RefusesBadConfigBeforeConnecting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			cfg := goodConfig()
 			tt.mod(&cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -88,6 +90,7 @@ func TestNew_RefusesBadConfigBeforeConnecting(t *testing.T) {
 // A good config against no database fails in New with the database's
 // error, and the message still carries no password.
 func TestNew_UnreachableDatabase(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	w, err := provisioner.New(ctx, goodConfig())
@@ -99,6 +102,7 @@ func TestNew_UnreachableDatabase(t *testing.T) {
 // FromEnv reads the worker's variables, with the command's defaults, and
 // refuses what the command refuses, naming the variable.
 func TestFromEnv(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{
 		"DATABASE_URL":              "postgres://u:" + secretPass + "@127.0.0.1:5432/db",
 		"MOLECULE_ORG_ID":           "org-9",
@@ -129,6 +133,7 @@ func TestFromEnv(t *testing.T) {
 
 	for k, v := range map[string]string{"RESCUE_AFTER": "1m", "PROVISION_WORKERS": "lots", "LOG_LEVEL": "loud", "MOLECULE_ORG_ID": ""} {
 		t.Run(k, func(t *testing.T) {
+			t.Parallel()
 			bad := func(name string) string {
 				if name == k {
 					return v
@@ -154,8 +159,10 @@ var publicPackages = []string{
 // it. Reads each package's compiled export data and walks every exported
 // object's type, its exported fields and its methods.
 func TestPublicAPI_UsesNoInternalType(t *testing.T) {
+	t.Parallel()
 	for _, path := range publicPackages {
 		t.Run(path[strings.LastIndex(path, "/")+1:], func(t *testing.T) {
+			t.Parallel()
 			pkg := importCompiled(t, path)
 			var bad []string
 			check := func(what string, typ types.Type) {

@@ -174,10 +174,12 @@ func get(t *testing.T, url, user, pass string) (int, string) {
 // UI asks for the credentials and serves with them, and the host's own
 // route is untouched.
 func TestEmbedded_HandlerOnTheHostsMux(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	w := h.start()
 	for _, prefix := range []string{"/provisioner", ""} {
 		t.Run("prefix="+prefix, func(t *testing.T) {
+			t.Parallel()
 			mux := http.NewServeMux()
 			mux.HandleFunc("GET /host/ping", func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte("pong")) })
 			if prefix == "" {
@@ -217,6 +219,7 @@ func TestEmbedded_HandlerOnTheHostsMux(t *testing.T) {
 // A provision the host requests in its own transaction is worked by the
 // embedded worker through the CP, and counted on the handler's /metrics.
 func TestEmbedded_ProvisionRequestedByTheHostCompletes(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	w := h.start()
 	id := uuid.NewString()
@@ -249,6 +252,7 @@ func TestEmbedded_ProvisionRequestedByTheHostCompletes(t *testing.T) {
 // blocked at Stop completes, the job completes on its first attempt, and
 // Stop returns only after it. /readyz turns 503 as Stop begins.
 func TestStop_LetsRunningJobFinish(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	reached, release := h.blockFirstProvision()
 	w := h.start()
@@ -279,6 +283,7 @@ func TestStop_LetsRunningJobFinish(t *testing.T) {
 // available without spending an attempt, Stop returns, and a second Stop
 // and a Start after it are harmless.
 func TestStop_CancelsPastTimeoutAndRequeuesWithoutSpendingAnAttempt(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	h.cfg.ShutdownTimeout = time.Second
 	reached, _ := h.blockFirstProvision()
@@ -301,6 +306,7 @@ func TestStop_CancelsPastTimeoutAndRequeuesWithoutSpendingAnAttempt(t *testing.T
 // Stop's ctx bounds the graceful phase as well: a host with its own
 // shutdown deadline shorter than ShutdownTimeout is not made to wait.
 func TestStop_ContextShorterThanShutdownTimeoutCancelsSooner(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	h.cfg.ShutdownTimeout = time.Hour
 	reached, _ := h.blockFirstProvision()
@@ -318,6 +324,7 @@ func TestStop_ContextShorterThanShutdownTimeoutCancelsSooner(t *testing.T) {
 // A Worker built but never started stops cleanly (its pool closed) and
 // cannot be started afterwards.
 func TestStop_BeforeStart(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	w, err := provisioner.New(context.Background(), h.cfg)
 	require.NoError(t, err)
@@ -328,6 +335,7 @@ func TestStop_BeforeStart(t *testing.T) {
 
 // Two Starts: the second is refused rather than running River twice.
 func TestStart_Twice(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	w := h.start()
 	require.ErrorIs(t, w.Start(context.Background()), provisioner.ErrStarted)
@@ -345,6 +353,7 @@ func requireSeries(t *testing.T, page, line string) {
 // a matching Origin) must not reach River UI, which can pause the
 // terminate queue and cancel stops. A loopback peer still is served.
 func TestEmbeddedUI_WithoutCredentialsServesNoRemotePeerWhateverItsHost(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	h.cfg.UIUser, h.cfg.UIPass = "", ""
 	w := h.start()
@@ -359,6 +368,7 @@ func TestEmbeddedUI_WithoutCredentialsServesNoRemotePeerWhateverItsHost(t *testi
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			req := httptest.NewRequest(http.MethodGet, "/riverui/api/queues", nil)
 			req.RemoteAddr = tc.remote
 			req.Host = "127.0.0.1"

@@ -15,5 +15,6 @@ import (
 // must outlast the record, the note of a failed record and the hand-off,
 // back to back. (Review 13, finding 12; its re-review, finding 5.)
 func TestStop_CancelWindowOutlastsARecordAndItsHandOff(t *testing.T) {
+	t.Parallel()
 	require.GreaterOrEqual(t, cancelWindow, 3*handoff.Timeout)
 }

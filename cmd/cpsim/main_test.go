@@ -13,6 +13,7 @@ import (
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestParse_FlagsEnvAndDefaults(t *testing.T) {
+	t.Parallel()
 	s, err := parse(nil, envOf(map[string]string{"MOLECULE_ORG_ID": "org-x", "CPSIM_LATENCY": "5ms",
 		"CPSIM_FAULT_LOST": "0.25", "CPSIM_NO_LIST": "true", "PROVISION_SHARED_SECRET": "s"}))
 	require.NoError(t, err)
@@ -39,6 +40,7 @@ func TestParse_FlagsEnvAndDefaults(t *testing.T) {
 }
 
 func TestParse_Errors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		args []string
@@ -53,6 +55,7 @@ func TestParse_Errors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := parse(tt.args, envOf(tt.env))
 			require.ErrorContains(t, err, tt.want)
 			require.NotContains(t, err.Error(), "sk-live", "a stray argument is never repeated")
@@ -61,11 +64,13 @@ func TestParse_Errors(t *testing.T) {
 }
 
 func TestRun_RefusesRemoteAddr(t *testing.T) {
+	t.Parallel()
 	err := run([]string{"--addr", "0.0.0.0:0"}, envOf(nil))
 	require.ErrorContains(t, err, "--allow-remote")
 }
 
 func TestIsLoopback(t *testing.T) {
+	t.Parallel()
 	for addr, want := range map[string]bool{
 		"127.0.0.1:8081": true, "[::1]:80": true, "localhost:1": true, "127.9.9.9:1": true,
 		":8081": false, "0.0.0.0:1": false, "10.0.0.1:1": false, "example.com:1": false, "nonsense": false,

@@ -125,6 +125,7 @@ func allowedEnv(command []string, help string) []string {
 }
 
 func TestCompose_CommandsAndEnvExistInTheBinaries(t *testing.T) {
+	t.Parallel()
 	doc := readCompose(t)
 	bin := buildCommands(t)
 	ours := 0
@@ -147,6 +148,7 @@ func TestCompose_CommandsAndEnvExistInTheBinaries(t *testing.T) {
 // The check above must be able to fail: a misspelt variable, an unknown
 // flag or binary, a wrong migrate verb are each caught.
 func TestCompose_CheckCatchesMistakes(t *testing.T) {
+	t.Parallel()
 	bin := buildCommands(t)
 	for _, command := range [][]string{
 		{"workr"}, {"worker", "--no-such-flag"}, {"worker", "migrate", "sideways"},
@@ -163,6 +165,7 @@ func TestCompose_CheckCatchesMistakes(t *testing.T) {
 }
 
 func TestCompose_HasTheTopologyOperatorsExpect(t *testing.T) {
+	t.Parallel()
 	doc := readCompose(t)
 	var workers, migrates, sims int
 	for name, svc := range doc.Services {
@@ -197,6 +200,7 @@ func TestCompose_HasTheTopologyOperatorsExpect(t *testing.T) {
 // either pinned by digest or takes its reference from a build ARG, so
 // a digest-pinned reference can be passed without editing the file.
 func TestDockerfile_BaseImagesAreSupportedAndPinnable(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../../Dockerfile")
 	require.NoError(t, err)
 	args := map[string]string{}
@@ -239,6 +243,7 @@ func TestDockerfile_BaseImagesAreSupportedAndPinnable(t *testing.T) {
 // compose refuse to start when it is unset or empty, and no default for
 // it is written anywhere in the file.
 func TestCompose_RefusesToStartWithoutUIPassword(t *testing.T) {
+	t.Parallel()
 	doc := readCompose(t)
 	required := regexp.MustCompile(`^\$\{RIVER_BASIC_AUTH_PASS:\?[^}]+\}$`)
 	workers := 0
@@ -294,6 +299,7 @@ func missingMounts(doc composeDoc, root string) []string {
 }
 
 func TestCompose_MountedFilesExist(t *testing.T) {
+	t.Parallel()
 	doc := readCompose(t)
 	mounts := 0
 	for _, svc := range doc.Services {
@@ -334,6 +340,7 @@ func readYAML(t *testing.T, path string, v any) {
 // Grafana with the dashboard provisioned. This follows each path from the
 // compose file through the container to the file in deploy/.
 func TestCompose_ObservabilityProfileScrapesBothWorkersAndLoadsTheRules(t *testing.T) {
+	t.Parallel()
 	doc := readCompose(t)
 	prom, graf := doc.Services["prometheus"], doc.Services["grafana"]
 	for name, svc := range map[string]composeService{"prometheus": prom, "grafana": graf} {

@@ -214,6 +214,7 @@ func readDashboard(t *testing.T) []dashboardPanel {
 }
 
 func TestDeploy_FilesMatchALiveWorker(t *testing.T) {
+	t.Parallel()
 	url := startWorker(t)
 	raw := rawMetrics(t, url)
 	fams := scrape(t, url)
@@ -291,6 +292,7 @@ func TestDeploy_FilesMatchALiveWorker(t *testing.T) {
 
 // The checks above must be able to fail.
 func TestDeploy_CheckCatchesBadExpressions(t *testing.T) {
+	t.Parallel()
 	exported := map[string]bool{"provisioner_river_jobs": true}
 	for _, tc := range []struct{ name, expr string }{
 		{"misspelt name", `max(provisioner_river_job) > 0`},
@@ -299,6 +301,7 @@ func TestDeploy_CheckCatchesBadExpressions(t *testing.T) {
 		{"name only by regex", `{__name__=~"provisioner_.*"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			missing, err := unexported(tc.expr, exported)
 			require.True(t, err != nil || len(missing) > 0)
 		})
@@ -319,6 +322,7 @@ var alertTable = regexp.MustCompile("(?m)^\\| `([A-Z][A-Za-z0-9]+)` \\|")
 // it carries no rule expression, and its table names exactly the alerts
 // the file defines.
 func TestREADME_AlertsTableMatchesTheRulesFile(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile(readmeFile)
 	require.NoError(t, err)
 	readme := string(b)

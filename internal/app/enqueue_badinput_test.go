@@ -108,6 +108,7 @@ func biCases(known string) []biCase {
 }
 
 func TestEnqueue_BadInputExits2WithClearMessageAndWritesNothing(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	known := uuid.NewString()
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: known})
@@ -132,6 +133,7 @@ func TestEnqueue_BadInputExits2WithClearMessageAndWritesNothing(t *testing.T) {
 // TestEnqueue_EnvNameTakesItsValueFromTheEnvironment: --env K reads K, and
 // K set to the empty string is a value like any other.
 func TestEnqueue_EnvNameTakesItsValueFromTheEnvironment(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	_, _, err := biRun(t, env, map[string]string{"API_KEY": biSecret, "EMPTY": ""},
@@ -146,6 +148,7 @@ func TestEnqueue_EnvNameTakesItsValueFromTheEnvironment(t *testing.T) {
 // The CLI path of the SQL test: hostile but valid values come back byte
 // for byte through the same command scripts use.
 func TestEnqueue_HostileValuesReadBackUnchanged(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	vals := map[string]string{
@@ -177,6 +180,7 @@ func buildEnqueue(t *testing.T) string {
 }
 
 func TestEnqueueProcess_BadInputExitCode2AndOneStderrLine(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds cmd/enqueue")
 	}
@@ -219,6 +223,7 @@ func TestEnqueueProcess_BadInputExitCode2AndOneStderrLine(t *testing.T) {
 }
 
 func TestEnqueueProcess_DatabaseDownIsExit1NotBadInput(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds cmd/enqueue")
 	}

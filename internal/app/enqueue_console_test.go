@@ -44,6 +44,7 @@ func stored(t *testing.T, env *jobtest.Env) string {
 }
 
 func TestConsole_PrintsTheConsoleThroughTheAdminRouteAndStoresNothing(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
@@ -72,6 +73,7 @@ func TestConsole_PrintsTheConsoleThroughTheAdminRouteAndStoresNothing(t *testing
 // A boot log is written by the instance: escape sequences in it must not
 // reach the operator's terminal as such.
 func TestConsole_ReplacesTerminalControlRunes(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
@@ -84,6 +86,7 @@ func TestConsole_ReplacesTerminalControlRunes(t *testing.T) {
 }
 
 func TestConsole_BadInputExits2AndCallsNoCP(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	known := uuid.NewString()
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: known})
@@ -128,6 +131,7 @@ func TestConsole_BadInputExits2AndCallsNoCP(t *testing.T) {
 // (an admin route's error page may echo the request's credentials, or the
 // console) nor a credential.
 func TestConsole_CPFailureExits1WithoutTheCPBodyOrCredentials(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
@@ -172,6 +176,7 @@ func TestConsole_CPFailureExits1WithoutTheCPBodyOrCredentials(t *testing.T) {
 // The built binary: the console on stdout and nothing on stderr; exit 2 on
 // bad input and exit 1 on a CP failure, with one line on stderr.
 func TestConsoleProcess_StdoutOnlyAndExitCodes(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds cmd/enqueue")
 	}

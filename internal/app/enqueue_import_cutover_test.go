@@ -20,6 +20,7 @@ import (
 // gone is refused, not registered running for ever (review 13, R6), and
 // so is one the CP tags with another workspace; --no-cp-check skips it.
 func TestEnqueueImport_RefusesInstancesNotLiveAtTheCP(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	lines, rows := fleetLines(env, 3)
 	dead := uuid.NewString()
@@ -50,6 +51,7 @@ func TestEnqueueImport_RefusesInstancesNotLiveAtTheCP(t *testing.T) {
 // A CP without the list endpoint stops the import with a clear error
 // naming --no-cp-check, and imports nothing.
 func TestEnqueueImport_CPWithoutListNamesTheOptOut(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true, Fake: cpfake.Options{NoList: true}})
 	lines, rows := fleetLines(env, 2)
 	_, out, err := runImport(t, env, lines)
@@ -70,6 +72,7 @@ func TestEnqueueImport_CPWithoutListNamesTheOptOut(t *testing.T) {
 // requested in the same transaction, from stdin ("removed": true) and
 // from --query's fifth column; a re-run is unchanged.
 func TestEnqueueImport_RemovedRowsAreImportedAndStopped(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	gone := uuid.NewString()

@@ -80,6 +80,7 @@ func sweepOnce(t *testing.T, env *jobtest.Env, dryRun bool) sweep.Result {
 // re-run changes nothing, and the sweep that held its breaker on the
 // unknown fleet before the import finds no stray after it.
 func TestEnqueueImport_StdinRegistersTheFleetForTheSweep(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{})
 	lines, rows := fleetLines(env, 12)
 	require.True(t, sweepOnce(t, env, true).BreakerOpen, "without the import the fleet must open the breaker")
@@ -109,6 +110,7 @@ func TestEnqueueImport_StdinRegistersTheFleetForTheSweep(t *testing.T) {
 }
 
 func TestEnqueueImport_DryRunChangesNothing(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	lines, _ := fleetLines(env, 3)
 	before := biCounts(t, env)
@@ -124,6 +126,7 @@ func TestEnqueueImport_DryRunChangesNothing(t *testing.T) {
 // A refused row is listed with its line and reason; the others are
 // imported; the command exits 1 (not 2: something was written).
 func TestEnqueueImport_RefusedRowsAreListedAndTheRestImported(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	lines, rows := fleetLines(env, 2)
 	bad := uuid.NewString()
@@ -149,6 +152,7 @@ func TestEnqueueImport_RefusedRowsAreListedAndTheRestImported(t *testing.T) {
 // A line that is not a row refuses the whole input before anything
 // connects: exit 2, the line named, nothing written.
 func TestEnqueueImport_MalformedLineExits2AndImportsNothing(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	good, _ := fleetLines(env, 1)
 	for _, tc := range []struct{ name, line, msg string }{
@@ -177,6 +181,7 @@ func TestEnqueueImport_MalformedLineExits2AndImportsNothing(t *testing.T) {
 // --query reads the host's own table in the same database (public), in
 // the import's transaction.
 func TestEnqueueImport_QueryReadsTheHostsTable(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	// The host's table as docs/design.md#host-platform describes it, named with its
@@ -231,6 +236,7 @@ func TestEnqueueImport_QueryReadsTheHostsTable(t *testing.T) {
 // A query Postgres refuses, or one of the wrong shape, is bad input and
 // writes nothing; a statement other than a SELECT cannot run at all.
 func TestEnqueueImport_BadQueryExits2AndWritesNothing(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	env.SeedRows(jobtest.Row{Status: store.StatusStopped, Desired: store.DesiredStopped})
 	for _, tc := range []struct{ name, query, msg string }{
@@ -258,6 +264,7 @@ func TestEnqueueImport_BadQueryExits2AndWritesNothing(t *testing.T) {
 // The built binary: stdin from a pipe, exit 0 on success, 1 when a row
 // was refused, 2 on a malformed line; nothing secret on stderr.
 func TestEnqueueImportProcess_ExitCodes(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds cmd/enqueue")
 	}

@@ -40,8 +40,7 @@ func enqueue(t *testing.T, env *jobtest.Env, args ...string) (string, error) {
 func deadStop(t *testing.T, env *jobtest.Env) (string, int64) {
 	t.Helper()
 	id := uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	env.WaitStatus(id, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 1)
 	res := env.Terminate(id)
 	env.WaitFor("terminate discarded", func() bool { return jobState(t, env, res.Job.ID) == rivertype.JobStateDiscarded })
@@ -78,6 +77,7 @@ func oneAttempt() jobtest.Config {
 }
 
 func TestRetry_ByJobIDRequeuesDeadStopUntilStopped(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, oneAttempt())
 	wsID, jobID := deadStop(t, env)
 
@@ -99,6 +99,7 @@ func TestRetry_ByJobIDRequeuesDeadStopUntilStopped(t *testing.T) {
 }
 
 func TestRetry_UnknownJobIDChangesNothing(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, oneAttempt())
 	_, jobID := deadStop(t, env)
 
@@ -111,6 +112,7 @@ func TestRetry_UnknownJobIDChangesNothing(t *testing.T) {
 }
 
 func TestRetry_ByKindAndStateHonoursLimit(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, oneAttempt())
 	ws1, job1 := deadStop(t, env)
 	ws2, job2 := deadStop(t, env)
@@ -136,6 +138,7 @@ func TestRetry_ByKindAndStateHonoursLimit(t *testing.T) {
 }
 
 func TestRetry_RecordsTheRetryOnTheTimeline(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, oneAttempt())
 	wsID, jobID := deadStop(t, env)
 	_, err := enqueue(t, env, "retry", "--job-id", strconv.FormatInt(jobID, 10))
@@ -152,6 +155,7 @@ func TestRetry_RecordsTheRetryOnTheTimeline(t *testing.T) {
 }
 
 func TestRetry_RejectsBadInput(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	cases := []struct {
 		name string
@@ -196,8 +200,7 @@ type timelineOut struct {
 func stopAfterTwoFailures(t *testing.T, env *jobtest.Env) (string, int64) {
 	t.Helper()
 	id := uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	env.WaitStatus(id, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 2)
 	res := env.Terminate(id)
 	env.WaitStatus(id, store.StatusStopped)
@@ -205,6 +208,7 @@ func stopAfterTwoFailures(t *testing.T, env *jobtest.Env) (string, int64) {
 }
 
 func TestTimeline_JSONMergesEventsAndAttemptErrorsInTimeOrder(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{})
 	id, stopJob := stopAfterTwoFailures(t, env)
 
@@ -234,6 +238,7 @@ func TestTimeline_JSONMergesEventsAndAttemptErrorsInTimeOrder(t *testing.T) {
 }
 
 func TestTimeline_TextIsOneLinePerEvent(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{})
 	id, stopJob := stopAfterTwoFailures(t, env)
 
@@ -259,6 +264,7 @@ func TestTimeline_TextIsOneLinePerEvent(t *testing.T) {
 // override must reach the operator's terminal escaped, not raw: the old
 // output quoted a value only when it held a space.
 func TestTimeline_TextQuotesEveryNonGraphicRune(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
@@ -288,6 +294,7 @@ func TestTimeline_TextQuotesEveryNonGraphicRune(t *testing.T) {
 }
 
 func TestTimeline_RejectsUnknownOrMalformedWorkspace(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	for _, id := range []string{uuid.NewString(), "not-a-uuid", ""} {
 		out, err := enqueue(t, env, "timeline", "--workspace-id", id)

@@ -16,6 +16,7 @@ import (
 )
 
 func TestEnqueueSweep_WaitPrintsCounts(t *testing.T) {
+	t.Parallel()
 	settings := jobs.DefaultSweepSettings()
 	settings.Interval = time.Hour
 	e := jobtest.New(t, jobtest.Config{Options: jobs.Options{Sweep: &settings}})
@@ -41,6 +42,7 @@ func TestEnqueueSweep_WaitPrintsCounts(t *testing.T) {
 }
 
 func TestEnqueueSweep_WithoutWaitPrintsTheJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	var out bytes.Buffer
 	cli := app.CLI{Out: &out, Err: &bytes.Buffer{}, Getenv: func(k string) string {

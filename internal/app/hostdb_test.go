@@ -96,6 +96,7 @@ func runMigrate(t *testing.T, url string, args ...string) string {
 // the host's tables, columns, types, indexes and rows never change, and
 // nothing of the worker's lands in public.
 func TestHostDatabase_MigrateUpAndDownLeaveTheHostsCatalogAlone(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := testdb.NewEmpty(t)
 	pool, err := pgxpool.New(ctx, url)

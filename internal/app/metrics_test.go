@@ -89,6 +89,7 @@ type lbl = map[string]string
 // collector, the HTTP handler) after a provision, a stop that failed once
 // and then worked, a sweep that found a stray, and a stop that died.
 func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{TerminateMaxAttempts: 2}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -102,10 +103,8 @@ func TestMetrics_ScrapeAfterProvisionFailingTerminateAndSweep(t *testing.T) {
 	env.Start()
 
 	a, b := uuid.NewString(), uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: a})
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: b})
-	env.WaitStatus(a, store.StatusRunning)
-	env.WaitStatus(b, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: a})
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: b})
 
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 1) // a: one failure, then stopped
 	env.Terminate(a)
@@ -192,6 +191,7 @@ func logLine(t *testing.T, logs, evt string) map[string]any {
 }
 
 func TestDBCollector_ExportsNothingBeforeFirstRead(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	c := obs.NewDBCollector(store.MustFor(""), env.Pool, jobs.KindTerminate)
 	env.Metrics.Registry.MustRegister(c)
@@ -225,6 +225,7 @@ func collectorServer(t *testing.T, env *jobtest.Env, c *obs.DBCollector) string 
 // river_job, an open label set on an unauthenticated page. Only the
 // worker's own kinds are labels; the rest add up under "other".
 func TestDBCollector_FoldsForeignKindsIntoOther(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	for _, kind := range []string{"evil_kind_1", `evil"kind{2}`, "evil_kind_1"} {
@@ -260,6 +261,7 @@ func TestDBCollector_FoldsForeignKindsIntoOther(t *testing.T) {
 // running, so the alert's series exists), per own queue and as a count
 // for others.
 func TestDBCollector_ExportsPausedQueues(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	for _, q := range []string{jobs.QueueProvision, jobs.QueueTerminate, "someone-elses-queue"} {

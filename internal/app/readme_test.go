@@ -41,6 +41,7 @@ func TestREADME_SettingsTableMatchesHelp(t *testing.T) {
 // TestREADME_ShowsTheExampleHandler keeps the README's handler the code
 // that `make test` compiles from outside the module.
 func TestREADME_ShowsTheExampleHandler(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
 	code, err := os.ReadFile("../../examples/handler/handler.go")

@@ -47,6 +47,7 @@ func wcEnv(vars map[string]string) func(string) string {
 }
 
 func TestParseWorker_ValidEnvironmentParses(t *testing.T) {
+	t.Parallel()
 	c, err := ParseWorker(nil, wcEnv(nil))
 	require.NoError(t, err)
 	require.Equal(t, "org-1", c.CP.OrgID)
@@ -54,6 +55,7 @@ func TestParseWorker_ValidEnvironmentParses(t *testing.T) {
 }
 
 func TestParseWorker_BadValueNamesVariableAndForm(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		vars map[string]string
@@ -93,6 +95,7 @@ func TestParseWorker_BadValueNamesVariableAndForm(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := ParseWorker(tt.args, wcEnv(tt.vars))
 
 			require.Error(t, err)
@@ -110,6 +113,7 @@ func TestParseWorker_BadValueNamesVariableAndForm(t *testing.T) {
 // The worker's --help is the operator's reference: every flag, its env
 // var and its default, plus the CP's env-only variables.
 func TestWorkerUsage_ListsEveryFlagEnvVarAndDefault(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	WorkerUsage(&buf)
 	help := buf.String()
@@ -141,6 +145,7 @@ func TestWorkerUsage_ListsEveryFlagEnvVarAndDefault(t *testing.T) {
 }
 
 func TestWorkerUsage_NeverPrintsASecretDefault(t *testing.T) {
+	t.Parallel()
 	var c WorkerConfig
 	set := config.New("worker", wcEnv(nil))
 	workerSettings(set, &c)
@@ -155,6 +160,7 @@ func TestWorkerUsage_NeverPrintsASecretDefault(t *testing.T) {
 // histories. RIVER_BASIC_AUTH_PASS and DATABASE_URL are env only, for
 // every command that reads them, and --help still names them.
 func TestSecretSettings_AreEnvOnlyAndListedInHelp(t *testing.T) {
+	t.Parallel()
 	var c WorkerConfig
 	set := config.New("worker", wcEnv(nil))
 	workerSettings(set, &c)
@@ -183,6 +189,7 @@ func TestSecretSettings_AreEnvOnlyAndListedInHelp(t *testing.T) {
 // anything starts (no database is reachable at this URL, so a worker that
 // got past configuration would exit 1 instead).
 func TestWorkerProcess_BadConfigExits2BeforeStarting(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds cmd/worker")
 	}
@@ -207,6 +214,7 @@ func TestWorkerProcess_BadConfigExits2BeforeStarting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			cmd := exec.Command(bin, tt.args...)
 			cmd.Env = tt.env
 			var stderr bytes.Buffer
@@ -236,6 +244,7 @@ func TestWorkerProcess_BadConfigExits2BeforeStarting(t *testing.T) {
 // provisioner.FromEnv(env), field for field, for defaults and for every
 // value changed.
 func TestWorkerConfig_SameAsFromEnv(t *testing.T) {
+	t.Parallel()
 	changed := map[string]string{
 		"DATABASE_SCHEMA": "hostwork", "RIVER_BASIC_AUTH_USER": "ops", "RIVER_BASIC_AUTH_PASS": wcPass,
 		"SHUTDOWN_TIMEOUT": "7s", "EVENT_RETENTION": "48h", "PROVISION_WORKERS": "3", "TERMINATE_WORKERS": "4",
@@ -249,6 +258,7 @@ func TestWorkerConfig_SameAsFromEnv(t *testing.T) {
 	}
 	for name, vars := range map[string]map[string]string{"defaults": nil, "every value changed": changed} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			getenv := wcEnv(vars)
 			c, err := ParseWorker(nil, getenv)
 			require.NoError(t, err)

@@ -70,6 +70,7 @@ func TestQuick_EveryFigurePrintsItsLines(t *testing.T) {
 }
 
 func TestSelect_UnknownFigureIsAnError(t *testing.T) {
+	t.Parallel()
 	_, err := bench.Select("enqueue,nope")
 	require.ErrorContains(t, err, `unknown figure "nope"`)
 	figs, err := bench.Select("sweep, pickup")
@@ -79,6 +80,7 @@ func TestSelect_UnknownFigureIsAnError(t *testing.T) {
 }
 
 func TestResultLine_NameValueUnit(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		r    bench.Result
 		want string
@@ -94,6 +96,7 @@ func TestResultLine_NameValueUnit(t *testing.T) {
 }
 
 func TestSummary_MarksMissedAndMissingTargets(t *testing.T) {
+	t.Parallel()
 	figs := []bench.Figure{{Name: "f", Targets: []bench.Target{
 		{Name: "low", AtMost: true, Limit: 1.3},
 		{Name: "high", Limit: 0.5},

@@ -13,6 +13,7 @@ import (
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestSet_FlagBeatsEnvBeatsDefault(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -25,6 +26,7 @@ func TestSet_FlagBeatsEnvBeatsDefault(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var d time.Duration
 			s := New("t", env(tt.env))
 			s.Duration(&d, "wait", "WAIT", 5*time.Second, "how long")
@@ -35,6 +37,7 @@ func TestSet_FlagBeatsEnvBeatsDefault(t *testing.T) {
 }
 
 func TestSet_BadValuesNameTheVariableAndForm(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -51,6 +54,7 @@ func TestSet_BadValuesNameTheVariableAndForm(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var n int
 			var d time.Duration
 			var f float64
@@ -70,6 +74,7 @@ func TestSet_BadValuesNameTheVariableAndForm(t *testing.T) {
 }
 
 func TestSet_HelpNeverShowsASecret(t *testing.T) {
+	t.Parallel()
 	var pass string
 	s := New("t", env(map[string]string{"PASS": "hunter2-secret"}))
 	s.Secret(&pass, "pass", "PASS", "the password")
@@ -82,6 +87,7 @@ func TestSet_HelpNeverShowsASecret(t *testing.T) {
 }
 
 func TestIsLoopback(t *testing.T) {
+	t.Parallel()
 	for addr, want := range map[string]bool{
 		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:1": true,
 		"0.0.0.0:8080": false, ":8080": false, "10.0.0.1:80": false, "example.com:80": false, "garbage": false,
@@ -91,6 +97,7 @@ func TestIsLoopback(t *testing.T) {
 }
 
 func TestSet_FlagErrorsStayOnOneLine(t *testing.T) {
+	t.Parallel()
 	s := New("t", env(nil))
 	err := s.Parse([]string{"--evil\nlevel=error forged"})
 	require.ErrorIs(t, err, ErrUsage)
@@ -100,6 +107,7 @@ func TestSet_FlagErrorsStayOnOneLine(t *testing.T) {
 // Beyond ASCII: a C1 control (U+009B is a terminal's CSI), NEL and the
 // bidi overrides and isolates must not reach stderr either.
 func TestSet_FlagErrorsCarryNoNonGraphicRune(t *testing.T) {
+	t.Parallel()
 	for _, r := range []rune{0x85, 0x9b, 0x202a, 0x202e, 0x2066, 0x2069, 0x2028} {
 		s := New("t", env(nil))
 		err := s.Parse([]string{"--evil" + string(r) + "flag"})

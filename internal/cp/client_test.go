@@ -76,6 +76,7 @@ func requireCPError(t *testing.T, err error) *Error {
 }
 
 func TestStart_Classification(t *testing.T) {
+	t.Parallel()
 	big := `{"instance_id":"` + testInst + `","pad":"` + strings.Repeat("x", capJSON) + `"}`
 	tests := []struct {
 		name    string
@@ -135,6 +136,7 @@ func TestStart_Classification(t *testing.T) {
 }
 
 func TestStart_TransportErrorIsAmbiguous(t *testing.T) {
+	t.Parallel()
 	c, _ := testClient(t, func(w http.ResponseWriter, _ *http.Request) {
 		conn, _, err := w.(http.Hijacker).Hijack()
 		require.NoError(t, err)
@@ -148,6 +150,7 @@ func TestStart_TransportErrorIsAmbiguous(t *testing.T) {
 }
 
 func TestStart_SendsContractBodyAndHeaders(t *testing.T) {
+	t.Parallel()
 	var got *http.Request
 	var body []byte
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
@@ -174,6 +177,7 @@ func must[T any](v T, err error) T {
 }
 
 func TestAuthHeaders_PerRouteFamily(t *testing.T) {
+	t.Parallel()
 	type seen struct{ auth, admin []string }
 	tests := []struct {
 		name      string
@@ -214,6 +218,7 @@ func TestAuthHeaders_PerRouteFamily(t *testing.T) {
 }
 
 func TestErrors_NeverCarryRawBody(t *testing.T) {
+	t.Parallel()
 	echo := func(status int) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(status)
@@ -246,6 +251,7 @@ func TestErrors_NeverCarryRawBody(t *testing.T) {
 }
 
 func TestStop_EveryNon2xxIsARetryableFailure(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		reply   reply
@@ -292,6 +298,7 @@ func TestStop_EveryNon2xxIsARetryableFailure(t *testing.T) {
 }
 
 func TestStatusAndIsRunning(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		reply     reply
@@ -331,6 +338,7 @@ func TestStatusAndIsRunning(t *testing.T) {
 }
 
 func TestIsRunning_NoInstanceMakesNoRequest(t *testing.T) {
+	t.Parallel()
 	c, hits := testClient(t, canned(reply{status: 500}))
 	running, err := c.IsRunning(context.Background(), testWS, "")
 	require.NoError(t, err)
@@ -339,6 +347,7 @@ func TestIsRunning_NoInstanceMakesNoRequest(t *testing.T) {
 }
 
 func TestIsRunning_TransportErrorKeepsAlive(t *testing.T) {
+	t.Parallel()
 	c, err := New(Config{BaseURL: "http://127.0.0.1:1", OrgID: "o", Timeout: time.Second})
 	require.NoError(t, err)
 	running, err := c.IsRunning(context.Background(), testWS, testInst)
@@ -349,6 +358,7 @@ func TestIsRunning_TransportErrorKeepsAlive(t *testing.T) {
 }
 
 func TestInvalidIDs_RejectedBeforeAnyRequest(t *testing.T) {
+	t.Parallel()
 	bad := []struct{ ws, inst string }{
 		{"not-a-uuid", testInst},
 		{"../admin", testInst},
@@ -381,6 +391,7 @@ func TestInvalidIDs_RejectedBeforeAnyRequest(t *testing.T) {
 }
 
 func TestRedirects_NeverFollowed(t *testing.T) {
+	t.Parallel()
 	var second atomic.Int32
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		second.Add(1)
@@ -399,6 +410,7 @@ func TestRedirects_NeverFollowed(t *testing.T) {
 }
 
 func TestRedirects_StopIsAFailure(t *testing.T) {
+	t.Parallel()
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "http://127.0.0.1:1/", http.StatusTemporaryRedirect)
 	})
@@ -408,6 +420,7 @@ func TestRedirects_StopIsAFailure(t *testing.T) {
 }
 
 func TestList_Query(t *testing.T) {
+	t.Parallel()
 	var q map[string][]string
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
 		require.Equal(t, "/cp/workspaces", r.URL.Path)
@@ -424,6 +437,7 @@ func TestList_Query(t *testing.T) {
 }
 
 func TestConsole(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		reply   reply
@@ -449,6 +463,7 @@ func TestConsole(t *testing.T) {
 }
 
 func TestContextCancel_WrapsCanceled(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
 	arrived := make(chan struct{}, 8)
@@ -476,6 +491,7 @@ func TestContextCancel_WrapsCanceled(t *testing.T) {
 }
 
 func TestTimeout_CutsOffAStalledBody(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
@@ -497,6 +513,7 @@ func TestTimeout_CutsOffAStalledBody(t *testing.T) {
 }
 
 func TestTimeout_StalledProvisionBodyIsAmbiguous(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
@@ -513,6 +530,7 @@ func TestTimeout_StalledProvisionBodyIsAmbiguous(t *testing.T) {
 }
 
 func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tests := []struct {
 		in   string
@@ -537,6 +555,7 @@ func TestParseRetryAfter(t *testing.T) {
 }
 
 func TestRetryAfter_HTTPDateFromServer(t *testing.T) {
+	t.Parallel()
 	c, _ := testClient(t, canned(reply{status: 503, header: map[string]string{
 		"Retry-After": time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}}))
 	err := c.Stop(context.Background(), testWS, testInst)
@@ -544,6 +563,7 @@ func TestRetryAfter_HTTPDateFromServer(t *testing.T) {
 }
 
 func TestOnRequest_ReportsRouteAndStatus(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var got []string
 	c, _ := testClient(t, canned(reply{status: 500}), func(cfg *Config) {
@@ -567,6 +587,7 @@ func TestOnRequest_ReportsRouteAndStatus(t *testing.T) {
 }
 
 func TestError_Format(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, "cp: terminate: status 500: boom",
 		(&Error{Op: "terminate", StatusCode: 500, Message: "boom"}).Error())
 	require.Equal(t, "cp: status: context canceled",
@@ -575,12 +596,14 @@ func TestError_Format(t *testing.T) {
 }
 
 func TestErrorField_StripsControlCharacters(t *testing.T) {
+	t.Parallel()
 	msg := errorField([]byte(`{"error":"line1\nlevel=error forged"}`), secrets{})
 	require.Equal(t, "line1 level=error forged", msg)
 	require.Equal(t, "<unstructured body, 2 bytes>", errorField([]byte(`{}`), secrets{}))
 }
 
 func TestErrorField_RedactsConfiguredSecrets(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, body string
 	}{
@@ -603,6 +626,7 @@ func TestErrorField_RedactsConfiguredSecrets(t *testing.T) {
 // POST look so: against a CP that ignores the key, each replay launched
 // another instance.
 func TestStart_BrokenConnectionIsNotReplayedByTheTransport(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int32
 	c, hits := testClient(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)

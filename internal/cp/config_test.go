@@ -13,6 +13,7 @@ func envOf(m map[string]string) func(string) string {
 }
 
 func TestConfigFromEnv_Fallbacks(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -58,6 +59,7 @@ func TestConfigFromEnv_Fallbacks(t *testing.T) {
 }
 
 func TestConfigFromEnv_ErrorsNameTheVariableNotTheSecret(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{"MOLECULE_ORG_ID": "org", "MOLECULE_CP_SHARED_SECRET": "sekrit"}
 	with := func(k, v string) map[string]string {
 		m := map[string]string{}
@@ -92,6 +94,7 @@ func TestConfigFromEnv_ErrorsNameTheVariableNotTheSecret(t *testing.T) {
 }
 
 func TestNew_Validates(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		cfg  Config
@@ -119,6 +122,7 @@ func TestNew_Validates(t *testing.T) {
 }
 
 func TestValidIDs(t *testing.T) {
+	t.Parallel()
 	ws := []struct {
 		in string
 		ok bool

@@ -37,6 +37,7 @@ func listBody(entries ...string) string {
 }
 
 func TestList_AcceptsEveryWellFormedPage(t *testing.T) {
+	t.Parallel()
 	launched := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	one := Page{Instances: []Instance{{WorkspaceID: testWS, InstanceID: testInst, State: "running", LaunchedAt: launched}}}
 	tests := []struct {
@@ -78,6 +79,7 @@ func TestList_AcceptsEveryWellFormedPage(t *testing.T) {
 }
 
 func TestList_RefusesWhatTheContractRulesOut(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		opts    ListOptions
@@ -117,6 +119,7 @@ func TestList_RefusesWhatTheContractRulesOut(t *testing.T) {
 // unreadable instance blinds the sweep": the readable entries still come
 // back, the rest are reported and never acted on.
 func TestList_SkipsUnreadableEntriesAndKeepsTheRest(t *testing.T) {
+	t.Parallel()
 	future := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	soon := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	tests := []struct {
@@ -165,6 +168,7 @@ func TestList_SkipsUnreadableEntriesAndKeepsTheRest(t *testing.T) {
 // see (and adopt) its own instance from a CP whose clock runs ahead, or it
 // launches nothing, fails, and the instance the lost answer launched leaks.
 func TestList_FutureLaunchUnderAFilterIsKept(t *testing.T) {
+	t.Parallel()
 	future := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	c, _ := testClient(t, canned(reply{status: 200, body: listBody(entry(testWS, testInst, "running", future))}))
 	page, err := c.List(context.Background(), ListOptions{WorkspaceID: testWS})
@@ -179,6 +183,7 @@ func TestList_FutureLaunchUnderAFilterIsKept(t *testing.T) {
 }
 
 func TestStart_AcceptsEveryWellFormed201(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		reply  reply
@@ -208,6 +213,7 @@ func TestStart_AcceptsEveryWellFormed201(t *testing.T) {
 }
 
 func TestStart_StillRefusesMalformed201(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		body  string
@@ -230,6 +236,7 @@ func TestStart_StillRefusesMalformed201(t *testing.T) {
 }
 
 func TestStop_Every2xxBodyIsSuccess(t *testing.T) {
+	t.Parallel()
 	for _, r := range []reply{
 		{status: 200, body: `{}`},
 		{status: 200, body: `null`},
@@ -245,6 +252,7 @@ func TestStop_Every2xxBodyIsSuccess(t *testing.T) {
 }
 
 func TestStatus_DecodesEveryWellFormedAnswer(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		reply reply
@@ -275,6 +283,7 @@ func TestStatus_DecodesEveryWellFormedAnswer(t *testing.T) {
 }
 
 func TestConsole_OutputNullIsEmpty(t *testing.T) {
+	t.Parallel()
 	c, _ := testClient(t, canned(reply{status: 200, body: `{"output":null,"truncated":false}`}))
 	out, err := c.GetConsoleOutput(context.Background(), testWS)
 	require.NoError(t, err)
@@ -285,6 +294,7 @@ func TestConsole_OutputNullIsEmpty(t *testing.T) {
 }
 
 func TestErrorField_NullAndOtherTypesArePlaceholders(t *testing.T) {
+	t.Parallel()
 	for _, body := range []string{`{"error":null}`, `{"error":{"message":"x"}}`, `null`, `{"message":"x"}`} {
 		c, _ := testClient(t, canned(reply{status: http.StatusNotFound, body: body}))
 		err := c.Stop(context.Background(), testWS, testInst)

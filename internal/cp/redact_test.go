@@ -69,6 +69,7 @@ func leaked(msg string, forbidden []string) string {
 }
 
 func TestErrorField_RedactsEnvValuesAndCredentialsInEveryEncoding(t *testing.T) {
+	t.Parallel()
 	sec := secrets{credentials: []string{credSecret, "", "adm-TOKEN-1"},
 		env: map[string]string{"MYKEY": envSecret, "OTHER": envSecret2, "REGION": shortEnvVal}}
 	for _, secret := range []string{envSecret, envSecret2, credSecret} {
@@ -87,6 +88,7 @@ func TestErrorField_RedactsEnvValuesAndCredentialsInEveryEncoding(t *testing.T) 
 // Values under MinRedactLen bytes are left alone: redacting "eu1" would
 // shred every message that mentions a region, and hides nothing.
 func TestErrorField_LeavesValuesUnderMinRedactLen(t *testing.T) {
+	t.Parallel()
 	sec := secrets{env: map[string]string{"REGION": shortEnvVal, "FLAG": "1"}}
 	msg := errorField([]byte(`{"error":"region eu1 has no capacity for tier 1"}`), sec)
 	require.Equal(t, "region eu1 has no capacity for tier 1", msg)
@@ -95,6 +97,7 @@ func TestErrorField_LeavesValuesUnderMinRedactLen(t *testing.T) {
 // A secret that contains another is replaced whole, not around the
 // shorter one (which would leave the rest of the longer secret behind).
 func TestErrorField_LongestSecretWins(t *testing.T) {
+	t.Parallel()
 	sec := secrets{credentials: []string{"abcd"}, env: map[string]string{"K": "xxabcdyy-longer"}}
 	require.Equal(t, "got [redacted] and [redacted]",
 		errorField([]byte(`{"error":"got xxabcdyy-longer and abcd"}`), sec))
@@ -103,6 +106,7 @@ func TestErrorField_LongestSecretWins(t *testing.T) {
 // Through the client: a provision refused with its own env value in the
 // CP's error never carries the value in the returned error.
 func TestStart_ErrorNeverCarriesTheRequestsEnvValues(t *testing.T) {
+	t.Parallel()
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Env map[string]string `json:"env"`
@@ -130,6 +134,7 @@ func jsonString(s string) string {
 // The old check was ASCII-only: C1 controls, NEL and the bidi overrides
 // went into log lines, last_error and the timeline as they came.
 func TestErrorField_ReplacesEveryNonGraphicRune(t *testing.T) {
+	t.Parallel()
 	for _, r := range []rune{'\n', 0x1b, 0x7f, 0x85, 0x9b, 0x202a, 0x202e, 0x2066, 0x2069, 0x2028, 0x200d} {
 		msg := errorField([]byte(`{"error":`+jsonString("a"+string(r)+"b")+`}`), secrets{})
 		require.Equal(t, "a b", msg, "%U", r)

@@ -17,6 +17,7 @@ import (
 // and the request carries that span as W3C traceparent; a call made with
 // no span (tracing off) sends none.
 func TestTracing_ClientSpanAndTraceparent(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		answer   reply
@@ -69,6 +70,7 @@ func TestTracing_ClientSpanAndTraceparent(t *testing.T) {
 }
 
 func TestTracing_NoSpanNoTraceparent(t *testing.T) {
+	t.Parallel()
 	var got []string
 	c, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, strings.Join(r.Header.Values("Traceparent"), ","))

@@ -21,8 +21,7 @@ import (
 func discardedTerminate(t *testing.T, env *jobtest.Env) (wsID string, jobID int64) {
 	t.Helper()
 	wsID = uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: wsID})
-	env.WaitStatus(wsID, store.StatusRunning)
+	env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: wsID})
 	env.CP.FailNext(cpfake.RouteTerminate, 500, 1)
 	res := env.Terminate(wsID)
 	require.NotNil(t, res.Job)

@@ -59,6 +59,7 @@ var uiPaths = []string{"/riverui", "/riverui/", "/riverui/jobs/1", "/riverui/api
 	"/riverui/api/states", "/riverui/api/queues"}
 
 func TestBasicAuth_RejectsMissingOrWrongCredentials(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	cases := []struct {
@@ -87,6 +88,7 @@ func TestBasicAuth_RejectsMissingOrWrongCredentials(t *testing.T) {
 }
 
 func TestBasicAuth_RetryEndpointRefusedWithoutCredentials(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	resp, err := http.Post(hs.URL+"/riverui/api/jobs/retry", "application/json", strings.NewReader(`{"ids":["1"]}`))
@@ -96,6 +98,7 @@ func TestBasicAuth_RetryEndpointRefusedWithoutCredentials(t *testing.T) {
 }
 
 func TestBasicAuth_ServesUIWithCredentials(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	code, _, body := get(t, hs.URL+"/riverui/", basic(uiUser, uiPass))
@@ -108,6 +111,7 @@ func TestBasicAuth_ServesUIWithCredentials(t *testing.T) {
 }
 
 func TestNoCredentials_ServesUIOpen(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, "", "")
 	code, _, _ := get(t, hs.URL+"/riverui/api/states", nil)
@@ -115,6 +119,7 @@ func TestNoCredentials_ServesUIOpen(t *testing.T) {
 }
 
 func TestProbes_NeedNoCredentials(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	srv, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	code, _, body := get(t, hs.URL+"/healthz", nil)
@@ -135,6 +140,7 @@ func TestProbes_NeedNoCredentials(t *testing.T) {
 }
 
 func TestReadyz_DatabaseUnreachable(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	pool, err := pgxpool.New(context.Background(), env.DBURL)
 	require.NoError(t, err)

@@ -100,6 +100,7 @@ func writes(id int64) []call {
 // credentials, text/plain, a foreign Origin) cancelled a job. Every such
 // write must be refused before River UI acts.
 func TestCSRF_RefusesCrossSiteWritesToRiverUI(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	id := waitingJob(t, env)
@@ -142,6 +143,7 @@ func TestCSRF_RefusesCrossSiteWritesToRiverUI(t *testing.T) {
 // labelled text/plain (no Content-Type set), pause has no body, and the
 // browser proves same-origin with Origin or Sec-Fetch-Site.
 func TestCSRF_AllowsSameOriginWritesAsRiverUISendsThem(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	knownQueue(t, env, jobs.QueueTerminate)
@@ -170,6 +172,7 @@ func TestCSRF_AllowsSameOriginWritesAsRiverUISendsThem(t *testing.T) {
 
 // Finding 1: no page may frame River UI (clickjacking its buttons).
 func TestUI_ForbidsFraming(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	for _, c := range []call{
@@ -189,6 +192,7 @@ func TestUI_ForbidsFraming(t *testing.T) {
 // one and paused the terminate queue that way. Only loopback Hosts are
 // served.
 func TestNoAuth_ServesOnlyLoopbackHosts(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, "", "")
 	id := waitingJob(t, env)
@@ -222,6 +226,7 @@ func TestNoAuth_ServesOnlyLoopbackHosts(t *testing.T) {
 // With credentials the worker may sit behind a proxy that keeps the
 // public Host: any Host is served, the login guards it.
 func TestAuth_ServesAnyHostWithCredentials(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	code, _, _ := call{method: "GET", path: "/riverui/api/states", host: "ops.example.com", auth: true}.do(t, hs.URL)
@@ -231,6 +236,7 @@ func TestAuth_ServesAnyHostWithCredentials(t *testing.T) {
 // Finding 5: River UI read any body whole (300 MB raised RSS from 25 MB
 // to 642 MB). Bodies over MaxUIBody are refused, declared or streamed.
 func TestUI_RequestBodiesAreCapped(t *testing.T) {
+	t.Parallel()
 	env := jobtest.New(t, jobtest.Config{NoStart: true})
 	_, hs := newServer(t, env, env.Pool, uiUser, uiPass)
 	id := waitingJob(t, env)
@@ -251,6 +257,7 @@ func TestUI_RequestBodiesAreCapped(t *testing.T) {
 // idle kept-alive connection (or a body trickled a byte at a time) stayed
 // open for good.
 func TestHTTPServer_DefaultsBoundEveryPhase(t *testing.T) {
+	t.Parallel()
 	srv := httpapi.NewHTTPServer(http.NotFoundHandler(), httpapi.DefaultTimeouts)
 	for name, d := range map[string]time.Duration{"ReadHeaderTimeout": srv.ReadHeaderTimeout,
 		"ReadTimeout": srv.ReadTimeout, "WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout} {
@@ -260,6 +267,7 @@ func TestHTTPServer_DefaultsBoundEveryPhase(t *testing.T) {
 }
 
 func TestHTTPServer_ClosesIdleAndTricklingConnections(t *testing.T) {
+	t.Parallel()
 	srv := httpapi.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}), httpapi.Timeouts{ReadHeader: time.Second, Read: 300 * time.Millisecond, Write: time.Second, Idle: 300 * time.Millisecond})

@@ -149,6 +149,16 @@ func (e *Env) Provision(req jobs.ProvisionRequest) jobs.Result {
 	return res
 }
 
+// ProvisionRunning requests req's provision in its own transaction and
+// waits until the row is running, returning the row (its InstanceID
+// set): the opening of every test about what happens to a workspace
+// that is up, kept in one place so they all wait the same way.
+func (e *Env) ProvisionRunning(req jobs.ProvisionRequest) store.Workspace {
+	e.T.Helper()
+	e.Provision(req)
+	return e.WaitStatus(req.WorkspaceID, store.StatusRunning)
+}
+
 // Terminate requests a stop in its own transaction.
 func (e *Env) Terminate(id string) jobs.Result {
 	e.T.Helper()

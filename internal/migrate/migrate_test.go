@@ -28,6 +28,7 @@ func newMigrator(t *testing.T) (*migrate.Migrator, *pgxpool.Pool) {
 }
 
 func TestUp_RiverValidatorReportsComplete(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	m, pool := newMigrator(t)
 
@@ -39,6 +40,7 @@ func TestUp_RiverValidatorReportsComplete(t *testing.T) {
 }
 
 func TestDown_UpAgainRoundTrips(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	m, pool := newMigrator(t)
 	require.NoError(t, m.Up(ctx, &bytes.Buffer{}))
@@ -54,6 +56,7 @@ func TestDown_UpAgainRoundTrips(t *testing.T) {
 }
 
 func TestDown_RefusesToDropRiverWithUnfinishedJobs(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	m, pool := newMigrator(t)
 	require.NoError(t, m.Up(ctx, &bytes.Buffer{}))
@@ -71,6 +74,7 @@ func TestDown_RefusesToDropRiverWithUnfinishedJobs(t *testing.T) {
 }
 
 func TestRiverFiles_MatchRivermigrate(t *testing.T) {
+	t.Parallel()
 	files, err := migrations.RiverFiles("")
 	require.NoError(t, err)
 	require.Len(t, files, int(migrations.LastRiverVersion))
@@ -95,6 +99,7 @@ func body(s string) string {
 // schema as the session's search_path), and checks that the worker's own
 // migrator then sees every file applied and River validates there.
 func TestGooseCLI_AppliesTheMigrationsIntoTheSchema(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := testdb.NewEmpty(t)
 	admin, err := pgxpool.New(ctx, url)

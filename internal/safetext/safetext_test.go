@@ -22,8 +22,10 @@ var hostile = []struct {
 }
 
 func TestReplace_ReplacesEveryNonGraphicRune(t *testing.T) {
+	t.Parallel()
 	for _, tc := range hostile {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			got := safetext.Replace("a"+string(tc.r)+"b", '?')
 			require.Equal(t, "a?b", got)
 		})
@@ -33,8 +35,10 @@ func TestReplace_ReplacesEveryNonGraphicRune(t *testing.T) {
 }
 
 func TestValue_QuotesNonGraphicRunesAndSpaces(t *testing.T) {
+	t.Parallel()
 	for _, tc := range hostile {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			got := safetext.Value("a" + string(tc.r) + "b")
 			require.True(t, safetext.NeedsQuote("a"+string(tc.r)+"b"))
 			require.Equal(t, byte('"'), got[0], got)

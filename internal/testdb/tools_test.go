@@ -15,6 +15,7 @@ import (
 // .ci/run (CI_REQUIRE_TOOLS set) the test fails, in a developer's run it
 // skips. Run in a child process, since the failing case must fail.
 func TestMissingTool_FailsUnderCIAndSkipsElsewhere(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("MISSING_TOOL_CHILD") != "" {
 		testdb.MissingTool(t, "no %s here", "frobnicator")
 		return

@@ -28,6 +28,7 @@ func (c launchThenRetryAfter) Start(ctx context.Context, req cp.ProvisionRequest
 }
 
 func TestRequestTerminate_WaitsForSnoozedFirstAttemptInsteadOfCancellingIt(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{SnoozeCap: time.Hour}})
 	e.Deps.CP = launchThenRetryAfter{e.API}
 	e.Start()

@@ -31,6 +31,7 @@ func (u upperCaseEcho) List(ctx context.Context, o cp.ListOptions) (cp.Page, err
 // case the job's args or the CP's answer use, it must see (and stop) the
 // instance that runs, or the row reads stopped while it runs on.
 func TestTerminate_SeesInstancesWhateverTheCaseOfWorkspaceIDs(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		argsID func(string) string
@@ -40,6 +41,7 @@ func TestTerminate_SeesInstancesWhateverTheCaseOfWorkspaceIDs(t *testing.T) {
 		{"CP echoes upper-case ids", func(s string) string { return s }, func(a cp.API) cp.API { return upperCaseEcho{a} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			e.Deps.CP = tc.wrapCP(e.API)
 			id := uuid.NewString()

@@ -20,6 +20,7 @@ import (
 // (The leader's clock cannot be moved in a test; moving attempted_at back
 // by the same amount is the same comparison.)
 func TestRescuer_LeaderAheadOfPostgresRescuesARunningAttempt(t *testing.T) {
+	t.Parallel()
 	rescueAfter := 20 * time.Second
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Options: jobs.Options{RescueAfter: rescueAfter}})
 	ctx := context.Background()
@@ -37,6 +38,7 @@ func TestRescuer_LeaderAheadOfPostgresRescuesARunningAttempt(t *testing.T) {
 }
 
 func TestCheckClockSkew_RefusesAWorkerClockFarFromPostgres(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	opts := jobs.Options{RescueAfter: 3 * time.Minute}
 	s := jobs.Settings{ProvisionTimeout: 2 * time.Minute, TerminateTimeout: 2 * time.Minute}
@@ -53,6 +55,7 @@ func TestCheckClockSkew_RefusesAWorkerClockFarFromPostgres(t *testing.T) {
 		{"behind past the margin", -2 * time.Minute, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			now := func() time.Time { return time.Now().Add(tc.offset) }
 
 			skew, err := jobs.CheckClockSkew(context.Background(), e.Pool, opts, s, now)

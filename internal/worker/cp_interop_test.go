@@ -19,6 +19,7 @@ import (
 // terminate fail with "malformed list body", so a 404 could never be
 // confirmed and the row sat in stopping for the whole budget.
 func TestTerminate_404ConfirmedAgainstAPlainGoCP(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{Dialect: cpfake.DialectPlainGo}})
 	id := uuid.NewString()
 	seedRow{id: id, status: store.StatusRunning, desired: store.DesiredRunning, instanceID: randomInstanceID()}.insert(t, e)
@@ -33,10 +34,10 @@ func TestTerminate_404ConfirmedAgainstAPlainGoCP(t *testing.T) {
 // TestLifecycle_AgainstAPlainGoCP runs a provision and a stop against a CP
 // that leaves out every optional field and answers the DELETE with 204.
 func TestLifecycle_AgainstAPlainGoCP(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{Dialect: cpfake.DialectPlainGo}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	ws := e.WaitStatus(id, store.StatusRunning)
+	ws := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	require.NotEmpty(t, ws.InstanceID)
 
 	e.Terminate(id)
@@ -50,12 +51,12 @@ func TestLifecycle_AgainstAPlainGoCP(t *testing.T) {
 // level and in provisioner_terminate_stuck_total, and still finishes when
 // the CP recovers.
 func TestTerminate_StuckStreakIsLoggedOnceAndKeepsRetrying(t *testing.T) {
+	t.Parallel()
 	settings := jobtest.FastSettings()
 	settings.TerminateStuckAfter = 3
 	e := jobtest.New(t, jobtest.Config{Settings: settings})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	ws := e.WaitStatus(id, store.StatusRunning)
+	ws := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNext(cpfake.RouteTerminate, 502, 7)
 	stop := e.Terminate(id)

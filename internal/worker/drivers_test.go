@@ -123,8 +123,10 @@ func counts(t *testing.T, env *jobtest.Env, id string) (jobsN, events int) {
 }
 
 func TestDrivers_RollbackLeavesNoRowNoJobNoEvent(t *testing.T) {
+	t.Parallel()
 	for _, d := range driverCases {
 		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
 			env, url := hostEnv(t)
 			run := d.open(t, env, url)
 			id := uuid.NewString()
@@ -143,8 +145,10 @@ func TestDrivers_RollbackLeavesNoRowNoJobNoEvent(t *testing.T) {
 }
 
 func TestDrivers_CommitGivesJobsTheWorkerCompletes(t *testing.T) {
+	t.Parallel()
 	for _, d := range driverCases {
 		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
 			env, url := hostEnv(t)
 			run := d.open(t, env, url)
 			id := uuid.NewString()
@@ -182,10 +186,10 @@ func TestDrivers_CommitGivesJobsTheWorkerCompletes(t *testing.T) {
 }
 
 func TestDrivers_GetWorkspaceReadsTheViewOnEachDriver(t *testing.T) {
+	t.Parallel()
 	env, url := hostEnv(t)
 	id := uuid.NewString()
-	env.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	want := env.WaitStatus(id, store.StatusRunning)
+	want := env.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	dbs := map[string]jobs.DB{"pgx": jobs.PgxDB(env.Pool)}
 	for _, driver := range []string{"postgres", "pgx"} {
 		db, err := sql.Open(driver, url)
@@ -195,6 +199,7 @@ func TestDrivers_GetWorkspaceReadsTheViewOnEachDriver(t *testing.T) {
 	}
 	for name, db := range dbs {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			ctx := context.Background()
 			ws, err := jobs.GetWorkspace(ctx, db, "", id)
 			require.NoError(t, err)

@@ -24,6 +24,7 @@ import (
 // host's slowness. The hook is now bounded to leave the CP call its
 // timeout, and its cut-off is an env hook failure. (Review 13, finding 8.)
 func TestEnvHook_SlowHookDoesNotTurnIntoAFailedWorkspace(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{
 		CPTimeout: time.Second,
 		Fake:      cpfake.Options{Latency: 500 * time.Millisecond},
@@ -56,6 +57,7 @@ func TestEnvHook_SlowHookDoesNotTurnIntoAFailedWorkspace(t *testing.T) {
 // written, the job was discarded, and the row stayed provisioning. The
 // mark now runs on its own bounded context, as record() does.
 func TestProvisionFailed_MarksTheRowEvenWhenTheJobContextExpired(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	res := e.Provision(jobs.ProvisionRequest{WorkspaceID: id})

@@ -20,6 +20,7 @@ import (
 // provisioning (never failed) and reported loudly every sweep. Re-runs
 // count against MaxTerminations. (Review 13, finding 9.)
 func TestEnvHook_SweepStopsReRunningPastTheLimitAndCountsReRunsAgainstTheCap(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{
 		Settings: jobs.Settings{ProvisionMaxAttempts: 1, MaxSnoozes: 1},
 		Env: func(context.Context, string) (map[string]string, error) {

@@ -25,6 +25,7 @@ var hostContract = jobs.Settings{EnvFromHost: true, OutcomeToHost: true}
 // hooks it leaves those jobs to the hooked worker. (Review 13, finding
 // 5+11.)
 func TestHookFlags_HooklessWorkerOnTheSameSchemaLeavesHookedJobsAlone(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	hooked := 0
 	h := newHostWorld(t, jobtest.Config{Settings: hostContract, Env: func(context.Context, string) (map[string]string, error) {
@@ -63,6 +64,7 @@ func TestHookFlags_HooklessWorkerOnTheSameSchemaLeavesHookedJobsAlone(t *testing
 // budget is spent it is discarded with ErrHookMissing, which the sweep
 // re-runs like an env hook failure instead of marking the row failed.
 func TestHookFlags_WorkerWithoutTheHookDoesNotWorkTheJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{
 		EnvFromHost: true, ProvisionMaxAttempts: 1, MaxSnoozes: 2}})
 	id := uuid.NewString()
@@ -86,6 +88,7 @@ func TestHookFlags_WorkerWithoutTheHookDoesNotWorkTheJob(t *testing.T) {
 // Every kind that tells the host is marked by a declaring insert client;
 // an undeclaring one marks nothing, so such jobs run anywhere as before.
 func TestHookFlags_InsertClientMarksItsJobs(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: hostContract})
 	plainIns, err := jobs.NewInsertClient(e.Pool, jobtest.FastSettings())
 	require.NoError(t, err)
@@ -135,6 +138,7 @@ func hostHooksOf(t *testing.T, e *jobtest.Env, jobID int64) string {
 // is written: the env would sit in plain jsonb beside a hook that
 // supplies it anyway.
 func TestHookFlags_EnvFromHostRefusesARequestWithEnv(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: hostContract})
 	id := uuid.NewString()
 	for _, call := range []func(pgx.Tx) error{
@@ -167,6 +171,7 @@ func TestHookFlags_EnvFromHostRefusesARequestWithEnv(t *testing.T) {
 // a CP without a list it failed the workspace without one CP call.
 // (Issue 13 re-review, R3.)
 func TestProvision_RefetchThatNeverRanIsAFirstAttempt(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Fake: cpfake.Options{NoList: true},
 		Settings: jobs.Settings{RefuseAmbiguousWithoutList: true}})

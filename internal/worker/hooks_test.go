@@ -79,6 +79,7 @@ func everywhere(t *testing.T, e *jobtest.Env) map[string]string {
 // env a request still passed is neither read nor sent (a warning without
 // values says so), and nothing the hook returned is stored.
 func TestEnvHook_SuppliesTheEnvAndNothingOfItIsStored(t *testing.T) {
+	t.Parallel()
 	hostEnv := func(id string) map[string]string {
 		return map[string]string{"API_KEY": "sk-host-" + id[:8], "REGION": "eu-west-1"}
 	}
@@ -100,8 +101,7 @@ func TestEnvHook_SuppliesTheEnvAndNothingOfItIsStored(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			id := uuid.NewString()
 			before := calls.Load()
-			e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Env: c.requestEnv})
-			e.WaitStatus(id, store.StatusRunning)
+			e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id, Env: c.requestEnv})
 
 			require.Equal(t, []map[string]string{hostEnv(id)}, sentEnv(t, e, id))
 			require.Equal(t, int32(1), calls.Load()-before)
@@ -132,6 +132,7 @@ func contains(list []string, s string) bool {
 // discarded with the row still provisioning), and its text appears
 // nowhere: job errors, timeline, log, rows. Pins hostEnv and envFailed.
 func TestEnvHook_FailuresRetryNeverFailTheWorkspaceAndLeaveNoText(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name        string
 		failures    int // calls that fail before one succeeds (-1: all)
@@ -149,6 +150,7 @@ func TestEnvHook_FailuresRetryNeverFailTheWorkspaceAndLeaveNoText(t *testing.T) 
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			var calls atomic.Int32
 			hook := func(_ context.Context, _ string) (map[string]string, error) {
 				n := int(calls.Add(1))
@@ -294,6 +296,7 @@ func (h *hostWorld) requestDelete(t *testing.T, id string) {
 // stopped or removed with the id cleared, and provisioning with the id
 // cleared while a restart boots its next instance.
 func TestOutcomeHook_HostRowFollowsEveryOutcome(t *testing.T) {
+	t.Parallel()
 	h := newHostWorld(t, jobtest.Config{})
 	restartID := ""
 	cases := []struct {
@@ -309,19 +312,16 @@ func TestOutcomeHook_HostRowFollowsEveryOutcome(t *testing.T) {
 			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
 		}},
 		{name: "stopped", wantStatus: store.StatusStopped, act: func(t *testing.T, id string) {
-			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			h.WaitStatus(id, store.StatusRunning)
+			h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 			h.Terminate(id)
 		}},
 		{name: "deleted", wantStatus: store.StatusRemoved, act: func(t *testing.T, id string) {
-			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			h.WaitStatus(id, store.StatusRunning)
+			h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 			h.requestDelete(t, id)
 		}},
 		{name: "restarted", wantStatus: store.StatusRunning, act: func(t *testing.T, id string) {
 			restartID = id
-			h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-			first := h.WaitStatus(id, store.StatusRunning).InstanceID
+			first := h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 			require.NoError(t, h.Tx(func(tx pgx.Tx) error {
 				_, err := jobs.RequestRestart(context.Background(), tx, h.Insert, id, "test")
 				return err
@@ -386,6 +386,7 @@ func (h *hostWorld) lastOutcome(id string) jobs.Outcome {
 // not cancelled), the host's text stays off the timeline, and both rows
 // end agreeing. Pins Deps.outcome's error path in each transaction.
 func TestOutcomeHook_ErrorRollsBackTheChangeAndTheJobRetries(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		failOn     jobs.Status
@@ -403,13 +404,13 @@ func TestOutcomeHook_ErrorRollsBackTheChangeAndTheJobRetries(t *testing.T) {
 			}},
 		{name: "finishing a stop", failOn: jobs.StatusStopped, wantStatus: store.StatusStopped,
 			act: func(h *hostWorld, t *testing.T, id string) *rivertype.JobRow {
-				h.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-				h.WaitStatus(id, store.StatusRunning)
+				h.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 				return h.Terminate(id).Job
 			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHostWorld(t, jobtest.Config{})
 			h.fail[c.failOn] = 1
 			id := uuid.NewString()
@@ -455,6 +456,7 @@ var rowChange = map[string]bool{obs.EvProvisionStarted: true, obs.EvProvisionAdo
 // The sweep's stuck-provisioning mark tells the host in its transaction,
 // and a failing hook leaves both rows unmarked for the next sweep.
 func TestOutcomeHook_SweepMarkingStuckProvisioningFailedTellsTheHost(t *testing.T) {
+	t.Parallel()
 	h := newHostWorld(t, jobtest.Config{NoStart: true})
 	rows := h.SeedRows(jobtest.Row{Status: store.StatusProvisioning, ChangedAgo: 2 * time.Hour})
 	id := rows[0].ID
@@ -480,6 +482,7 @@ func TestOutcomeHook_SweepMarkingStuckProvisioningFailedTellsTheHost(t *testing.
 // failed with the generic message, not the worker's reason, which names
 // the instance. Pins the outcome call in refuseStopped.
 func TestOutcomeHook_ReplayedStoppedInstanceTellsTheHostFailed(t *testing.T) {
+	t.Parallel()
 	h := newHostWorld(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1}})
 	h.Deps.CP = &replayCP{API: h.Deps.CP, seen: map[string]cp.Instance{}}
 	h.Start()
@@ -514,6 +517,7 @@ func TestOutcomeHook_ReplayedStoppedInstanceTellsTheHostFailed(t *testing.T) {
 // the same job (one more attempt per sweep), and once the hook works the
 // workspace runs. Pins ClassEnvHookDiscarded.
 func TestEnvHook_SweepReRunsADiscardedProvisionInsteadOfFailingIt(t *testing.T) {
+	t.Parallel()
 	var works atomic.Bool
 	e := jobtest.New(t, jobtest.Config{
 		Settings: jobs.Settings{ProvisionMaxAttempts: 1, MaxSnoozes: 1},

@@ -21,6 +21,7 @@ import (
 // re-check, run before the import commits, terminates the instance and
 // the row says running on nothing for good (review 13, R2).
 func TestImport_RefusesAnInstanceALiveInstanceTerminateIsStopping(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	rows := liveFleet(e, 2)
@@ -54,6 +55,7 @@ func TestImport_RefusesAnInstanceALiveInstanceTerminateIsStopping(t *testing.T) 
 
 // A dry run reports the same refusal.
 func TestImport_DryRunRefusesACondemnedInstanceToo(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	rows := liveFleet(e, 1)
@@ -68,6 +70,7 @@ func TestImport_DryRunRefusesACondemnedInstanceToo(t *testing.T) {
 // is "running" for ever: no sweep ever judges a running row against the
 // CP, review 13, R6); nil means not checked.
 func TestImport_LiveRefusesInstancesTheCPDoesNotHoldForTheWorkspace(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	alive, dead, elsewhere := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	other := uuid.NewString()
@@ -121,6 +124,7 @@ func TestImport_LiveRefusesInstancesTheCPDoesNotHoldForTheWorkspace(t *testing.T
 // most often rows the import left out, such as removed rows still
 // holding an instance) says to re-run the import before any --force.
 func TestSweep_BreakerOnUnknownWorkspacesHintsReRunTheImportFirst(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	e.SeedHealthy(3)
 	e.OldInstance(uuid.NewString())

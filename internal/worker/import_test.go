@@ -59,6 +59,7 @@ func importCounts(t *testing.T, e *jobtest.Env) string {
 // after the import the same sweep finds no stray among them, the breaker
 // stays closed, and nothing is terminated.
 func TestImport_SweepSeesTheImportedFleetAsOwned(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	const n = 25
 	rows := liveFleet(e, n)
@@ -98,6 +99,7 @@ func TestImport_SweepSeesTheImportedFleetAsOwned(t *testing.T) {
 }
 
 func TestImport_ReRunIsUnchanged(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	rows := liveFleet(e, 5)
 	require.Equal(t, 5, importRows(t, e, rows, jobs.ImportOptions{Actor: "cutover"}).Created)
@@ -118,6 +120,7 @@ func TestImport_ReRunIsUnchanged(t *testing.T) {
 }
 
 func TestImport_DryRunDecidesTheSameAndChangesNothing(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	rows := liveFleet(e, 4)
 	rows = append(rows, jobs.ImportRow{WorkspaceID: uuid.NewString(), InstanceID: "i-NOTHEX"})
@@ -139,6 +142,7 @@ func TestImport_DryRunDecidesTheSameAndChangesNothing(t *testing.T) {
 // Each refusal is per row, says why, and leaves the row's workspace as
 // it was; the good row beside it is imported all the same.
 func TestImport_RefusesEachBadRowAndImportsTheRest(t *testing.T) {
+	t.Parallel()
 	const inst = "i-0123456789abcdef0"
 	for _, tc := range []struct {
 		name   string
@@ -189,6 +193,7 @@ func TestImport_RefusesEachBadRowAndImportsTheRest(t *testing.T) {
 		}, "workspace is already registered, stopped, without an instance"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			ws := uuid.NewString()
 			if tc.seed != nil {
@@ -225,6 +230,7 @@ func countOf(t *testing.T, e *jobtest.Env, table string) int {
 // Identical repeats of a row are harmless: the first registers it, the
 // rest report it unchanged.
 func TestImport_IdenticalRepeatIsUnchanged(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	r := liveFleet(e, 1)[0]
 	rep := importRows(t, e, []jobs.ImportRow{r, r}, jobs.ImportOptions{})
@@ -235,6 +241,7 @@ func TestImport_IdenticalRepeatIsUnchanged(t *testing.T) {
 // After the import the worker owns the workspace like any other: a stop
 // request reaches its instance through the CP and the row ends stopped.
 func TestImport_LaterTerminateStopsTheImportedInstance(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	rows := liveFleet(e, 2)
 	require.Equal(t, 2, importRows(t, e, rows, jobs.ImportOptions{}).Created)
@@ -251,6 +258,7 @@ func TestImport_LaterTerminateStopsTheImportedInstance(t *testing.T) {
 
 // The host imports from its own *sql.Tx on lib/pq as well as from pgx.
 func TestImport_RunsInTheHostsSQLTx(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	rows := liveFleet(e, 3)
 	db, err := sql.Open("postgres", e.DBURL)
@@ -269,6 +277,7 @@ func TestImport_RunsInTheHostsSQLTx(t *testing.T) {
 }
 
 func TestImport_RefusesBadOptions(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	_, err := jobs.Import(ctx, jobs.PgxDB(e.Pool), nil, jobs.ImportOptions{Actor: "a\x00b"})
@@ -282,6 +291,7 @@ func TestImport_RefusesBadOptions(t *testing.T) {
 // An import is three statements whatever its size (two reads, one write):
 // a fleet of 10,000 must not cost 30,000 round trips.
 func TestImport_StatementsDoNotGrowWithTheBatch(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(e.Pool.Config().ConnString())
@@ -338,6 +348,7 @@ func BenchmarkImport_10000(b *testing.B) {
 // must not overwrite it or fail the batch: once that transaction commits,
 // the row is refused with a reason and the rest is imported.
 func TestImport_ConcurrentRegistrationIsRefusedNotOverwritten(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	rows := liveFleet(e, 2)

@@ -83,8 +83,10 @@ func rule9World(t *testing.T, h *rule9CP) (*jobs.Client, *jobtest.SafeBuffer, fu
 // Rule 9: an instance id from the CP is validated before it can enter a
 // URL; a hostile one fails the provision and steers no request anywhere.
 func TestProvision_HostileInstanceIDFailsWithoutSteeringRequests(t *testing.T) {
+	t.Parallel()
 	for _, hostile := range []string{"i-1/../../admin", "i-1?x=", "i-0123456789abcdef0/../../cp/admin/x", "i-deadbeef#frag"} {
 		t.Run(hostile, func(t *testing.T) {
+			t.Parallel()
 			h := &rule9CP{instanceID: hostile}
 			_, logs, get, provision := rule9World(t, h)
 			id := uuid.NewString()

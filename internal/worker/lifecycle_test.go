@@ -38,6 +38,7 @@ func eventNames(t *testing.T, e *jobtest.Env, id string) []string {
 }
 
 func TestProvision_RecordsInstanceFromOneAuthenticatedCall(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python", Tier: 2,
@@ -63,10 +64,10 @@ func TestProvision_RecordsInstanceFromOneAuthenticatedCall(t *testing.T) {
 }
 
 func TestTerminate_DeletesRecordedInstanceThenStops(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 
 	e.Terminate(id)
 	ws := e.WaitStatus(id, store.StatusStopped)
@@ -83,10 +84,10 @@ func TestTerminate_DeletesRecordedInstanceThenStops(t *testing.T) {
 }
 
 func TestTerminate_RetriesUntil2xxAndNeverStopsEarly(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.CP.FailNext(cpfake.RouteTerminate, 500, 3)
 	res := e.Terminate(id)

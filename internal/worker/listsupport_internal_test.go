@@ -39,6 +39,7 @@ func (s *scriptedList) List(context.Context, cp.ListOptions) (cp.Page, error) {
 }
 
 func TestListGuard_DecidesUnsupportedOnlyOnEvidence(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		codes []int
@@ -52,6 +53,7 @@ func TestListGuard_DecidesUnsupportedOnlyOnEvidence(t *testing.T) {
 		{"a success ever: never unsupported", []int{200, 404, 404, 404, 404}, time.Minute, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			clock := time.Unix(0, 0)
 			api := &scriptedList{codes: tc.codes, tick: func() { clock = clock.Add(tc.step) }}
 			g := newListGuard(api, jobs.Settings{ListUnsupportedAnswers: 3, ListUnsupportedSpan: 90 * time.Second}, zerolog.Nop()).(*listGuard)
@@ -73,6 +75,7 @@ func TestListGuard_DecidesUnsupportedOnlyOnEvidence(t *testing.T) {
 // them: once per ListUnsupportedReprobe one list call goes to the CP, and
 // its success undoes the decision; between probes the CP is not asked.
 func TestListGuard_RechecksTheDecisionOncePerReprobeInterval(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		probe   int
@@ -82,6 +85,7 @@ func TestListGuard_RechecksTheDecisionOncePerReprobeInterval(t *testing.T) {
 		{"the probe answers 404: decision stands", 404, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			clock := time.Unix(0, 0)
 			api := &scriptedList{codes: []int{404, 404, 404}, tick: func() { clock = clock.Add(time.Minute) }}
 			g := newListGuard(api, jobs.Settings{ListUnsupportedAnswers: 3, ListUnsupportedSpan: 90 * time.Second,

@@ -19,6 +19,7 @@ import (
 // endpoint: a stop with no recorded id must retry it and confirm, not
 // finish without looking.
 func TestTerminate_TransientListNotFoundIsRetriedNotReadAsUnsupported(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	inst := e.OldInstance(id)
@@ -38,6 +39,7 @@ func TestTerminate_TransientListNotFoundIsRetriedNotReadAsUnsupported(t *testing
 // finds and terminates the instance a lost provision answer launched, and
 // the sweep's CP side runs again. The decision used to last until restart.
 func TestTerminate_ConfirmsAgainOnceTheListAnswersAfterStartupNotFounds(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ListUnsupportedReprobe: time.Nanosecond}})
 	e.CP.FailNext(cpfake.RouteList, 404, 3)
 	var res sweep.Result

@@ -45,6 +45,7 @@ func (c *replayCP) Start(ctx context.Context, req cp.ProvisionRequest) (cp.Insta
 // used to end running on a terminated instance): it ends failed with no
 // instance, and the job completes (retrying would get B again).
 func TestProvision_RetryReplayingAStoppedInstanceFailsTheRowInsteadOfRecording(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1}})
 	e.Deps.CP = &replayCP{API: e.Deps.CP, seen: map[string]cp.Instance{}}
 	e.Start()

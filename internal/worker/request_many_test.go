@@ -24,6 +24,7 @@ var batchFroms = []string{fromNone, fromProvisioning, fromRunning, fromStopping,
 // request does (docs/design.md#requests), whether the row took the set-based
 // path or the single one.
 func TestRequestMany_MixedBatchFollowsTheStateTable(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	table := stateTable()
 	for _, req := range []string{reqProvision, reqTerminate, reqDelete} {
@@ -65,6 +66,7 @@ func requestMany(ctx context.Context, tx pgx.Tx, e *jobtest.Env, req string, ids
 }
 
 func TestRequestTerminateMany_UnknownIDsRefuseTheBatchNamingThem(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	running := newCell(t, e, fromRunning)
 	unknown := []string{uuid.NewString(), uuid.NewString()}
@@ -83,6 +85,7 @@ func TestRequestTerminateMany_UnknownIDsRefuseTheBatchNamingThem(t *testing.T) {
 }
 
 func TestRequestMany_DuplicateIDsAreRefused(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	running := newCell(t, e, fromRunning)
@@ -111,8 +114,10 @@ func TestRequestMany_DuplicateIDsAreRefused(t *testing.T) {
 // committed one gives jobs the worker completes, provisions then a
 // subtree delete.
 func TestDriversMany_RollbackLeavesNothingCommitCompletes(t *testing.T) {
+	t.Parallel()
 	for _, d := range driverCases {
 		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
 			env, url := hostEnv(t)
 			run := d.open(t, env, url)
 			ids := []string{uuid.NewString(), uuid.NewString(), uuid.NewString()}
@@ -178,6 +183,7 @@ func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQu
 // The set-based paths send as many statements for 40 workspaces as for
 // 4: a loop of single requests would send several per workspace.
 func TestRequestMany_StatementsDoNotGrowWithTheBatch(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(e.Pool.Config().ConnString())

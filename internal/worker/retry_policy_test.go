@@ -21,11 +21,11 @@ import (
 // TerminateWorker.NextRetry (River's default policy would wait seconds
 // growing as attempt^4, far outside these bounds).
 func TestRetryPolicy_TerminateBackoffIsCappedExponentialWithJitter(t *testing.T) {
+	t.Parallel()
 	base, capd := 20*time.Millisecond, 80*time.Millisecond
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{BackoffBase: base, TerminateBackoffCap: capd}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	events, cancel := e.Worker.Subscribe(river.EventKindJobFailed)
 	defer cancel()
 	e.CP.FailNext(cpfake.RouteTerminate, 503, 6)
@@ -49,6 +49,7 @@ func TestRetryPolicy_TerminateBackoffIsCappedExponentialWithJitter(t *testing.T)
 // the backoff cap, so a weekend outage never discards a stop; provisions
 // get a smaller budget of their own.
 func TestRetryPolicy_DefaultBudgetsCoverThreeDaysOfTerminates(t *testing.T) {
+	t.Parallel()
 	d := jobs.DefaultSettings()
 	require.Equal(t, 5*time.Minute, d.TerminateBackoffCap)
 	require.GreaterOrEqual(t, time.Duration(d.TerminateMaxAttempts)*d.TerminateBackoffCap, 72*time.Hour)
@@ -58,6 +59,7 @@ func TestRetryPolicy_DefaultBudgetsCoverThreeDaysOfTerminates(t *testing.T) {
 // Jobs carry the attempt budget of the settings of the process that
 // inserted them. Pins budgetHook.
 func TestRetryPolicy_BudgetsComeFromSettings(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	client, err := jobs.NewInsertClient(e.Pool, jobs.Settings{TerminateMaxAttempts: 7, ProvisionMaxAttempts: 3})
 	require.NoError(t, err)
@@ -75,10 +77,10 @@ func TestRetryPolicy_BudgetsComeFromSettings(t *testing.T) {
 // terminateFailed's last-attempt branch and invariant "confirmed stop"
 // (docs/design.md).
 func TestTerminate_ExhaustedBudgetIsDeadLeavesRowStoppingAndIsRedrivable(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{TerminateMaxAttempts: 3}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 	e.CP.FailNext(cpfake.RouteTerminate, 500, 3)
 	res := e.Terminate(id)
 
@@ -102,6 +104,7 @@ func TestTerminate_ExhaustedBudgetIsDeadLeavesRowStoppingAndIsRedrivable(t *test
 // message and cancels the job at once. Pins ProvisionWorker.failed's
 // permanent branch (without it the job retries its whole budget).
 func TestProvision_PermanentFailureMarksRowFailedAndCancelsJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	e.CP.FailNext(cpfake.RouteProvision, 422, 1)
 	id := uuid.NewString()

@@ -49,6 +49,7 @@ type cellWant struct {
 }
 
 func TestStateTable_EveryCell(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	for req, row := range stateTable() {
 		for from, want := range row {
@@ -289,6 +290,7 @@ func requireResultJob(t *testing.T, res jobs.Result, live *rivertype.JobRow, kin
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestRequestTerminate_CancelsOnlyProvisionsNeverAttempted(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	id := uuid.NewString()
@@ -309,6 +311,7 @@ func TestRequestTerminate_CancelsOnlyProvisionsNeverAttempted(t *testing.T) {
 }
 
 func TestStore_RecordInstanceNeverOverwritesRecordedID(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	id, held := uuid.NewString(), randomInstanceID()
@@ -327,10 +330,10 @@ func TestStore_RecordInstanceNeverOverwritesRecordedID(t *testing.T) {
 }
 
 func TestProvision_WhileStoppingStartsNextGenerationWhenStopCompletes(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	first := e.WaitStatus(id, store.StatusRunning)
+	first := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.CP.FailNext(cpfake.RouteTerminate, 503, 2) // keep the stop under way
 	e.Terminate(id)
 

@@ -9,6 +9,7 @@ import (
 )
 
 func TestStuckStreakReached(t *testing.T) {
+	t.Parallel()
 	const list = "cp: list: status 200: malformed list body"
 	errs := func(msgs ...string) []rivertype.AttemptError {
 		out := make([]rivertype.AttemptError, len(msgs))
@@ -35,6 +36,7 @@ func TestStuckStreakReached(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			job := &rivertype.JobRow{Attempt: len(tt.prior) + 1, Errors: tt.prior}
 			require.Equal(t, tt.want, stuckStreakReached(job, errors.New(tt.err), 3))
 		})

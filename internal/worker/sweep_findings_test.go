@@ -19,6 +19,7 @@ import (
 // database side must re-run that same job, unless the instance is known
 // to be owned or gone.
 func TestSweep_RerunsDeadInstanceTerminate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		state rivertype.JobState
@@ -31,6 +32,7 @@ func TestSweep_RerunsDeadInstanceTerminate(t *testing.T) {
 		{"recorded on its row", rivertype.JobStateCancelled, true, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true, Fake: cpfake.Options{NoList: true}})
 			ctx := context.Background()
 			id := uuid.NewString()
@@ -69,6 +71,7 @@ func TestSweep_RerunsDeadInstanceTerminate(t *testing.T) {
 // every sweep. They must not spend the whole cap, or no stray is ever
 // terminated.
 func TestSweep_DatabaseSideCannotStarveTheCPSideOfTheCap(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	healthy := e.SeedHealthy(10)
 	stray := e.OldInstance(healthy[0].ID)
@@ -98,6 +101,7 @@ func TestSweep_DatabaseSideCannotStarveTheCPSideOfTheCap(t *testing.T) {
 // a small fleet it still holds the breaker (a first deploy onto an
 // existing fleet must not wipe it).
 func TestSweep_SmallFleetStrayIsReclaimedWithoutForce(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		workspace func(healthy []jobtest.Row) string
@@ -107,6 +111,7 @@ func TestSweep_SmallFleetStrayIsReclaimedWithoutForce(t *testing.T) {
 		{"unknown workspace", func([]jobtest.Row) string { return uuid.NewString() }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			healthy := e.SeedHealthy(3)
 			stray := e.OldInstance(tc.workspace(healthy))
@@ -130,6 +135,7 @@ func TestSweep_SmallFleetStrayIsReclaimedWithoutForce(t *testing.T) {
 // database never had. Under the share they used to be killed; from the
 // floor on they open the breaker, flagged as a suspected second owner.
 func TestSweep_SecondOwnerOfTheOrgIDOpensTheBreaker(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	e.SeedHealthy(20)
 	for range 3 { // 3 of 23: 13 %, under the share
@@ -151,6 +157,7 @@ func TestSweep_SecondOwnerOfTheOrgIDOpensTheBreaker(t *testing.T) {
 // the next sweep reports them and leaves them cancelled. It used to re-run
 // them, past the second-owner breaker, killing what the operator saved.
 func TestSweep_LeavesCancelledInstanceTerminateOfUnknownWorkspace(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	e.SeedHealthy(20)

@@ -23,6 +23,7 @@ import (
 // now acted on only when the row's recorded instance is confirmed live;
 // otherwise the row is stale and the instance is held for an operator.
 func TestSweep_RestoredDatabaseDoesNotWipeASmallFleet(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	var live []string
 	var ids []string
@@ -53,6 +54,7 @@ func TestSweep_RestoredDatabaseDoesNotWipeASmallFleet(t *testing.T) {
 // stray was skipped by the cap for ever. Strays a live instance_terminate
 // already holds are counted as already queued and take no slot.
 func TestSweep_QueuedStraysDoNotStarveANewStray(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	h := e.SeedHealthy(20)
 	for i := range 2 {

@@ -19,8 +19,10 @@ import (
 // cp_side=unknown, and no stray anywhere was ever terminated. Now the
 // unreadable ones are counted and left alone, and the rest is acted on.
 func TestSweep_OneUnreadableInstanceDoesNotBlindTheSweep(t *testing.T) {
+	t.Parallel()
 	for _, d := range []cpfake.Dialect{cpfake.DialectFull, cpfake.DialectPlainGo} {
 		t.Run(d.String(), func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{Dialect: d}})
 			healthy := e.SeedHealthy(10)
 			untagged := e.CP.AddInstance("", cpfake.StateRunning, time.Now().Add(-2*time.Hour)).InstanceID

@@ -31,6 +31,7 @@ func lockWaiters(t *testing.T, e *jobtest.Env) int {
 // The old job must not read the row as "not stopping" and complete while
 // that stop commits: the stop would be left without a job.
 func TestTerminate_RerunOldJobDoesNotSwallowANewStop(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	ctx := context.Background()
 	id := uuid.NewString()

@@ -75,6 +75,7 @@ var contractTests = []struct {
 }
 
 func TestContract(t *testing.T) {
+	t.Parallel()
 	for _, d := range []Dialect{DialectFull, DialectPlainGo} {
 		for _, tt := range contractTests {
 			t.Run(d.String()+"/"+tt.name, func(t *testing.T) { tt.run(t, d) })
@@ -407,6 +408,7 @@ func withoutDuration(s Served) Served { s.Duration = 0; return s }
 // benchmark's business (BenchmarkList1000Of100k, make bench's sweep): a
 // wall-clock bound here failed on a loaded CI machine.
 func TestList_100kInstancesPageCompletely(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("seeds 100k instances")
 	}
@@ -449,6 +451,7 @@ func BenchmarkList1000Of100k(b *testing.B) {
 // bytes, so it cannot quietly drift back to the full one and stop testing
 // the client against null lists, 204s and missing fields.
 func TestDialectPlainGo_WritesWhatAGoServerWrites(t *testing.T) {
+	t.Parallel()
 	s, c := setup(t, DialectPlainGo, Options{})
 	get := func(method, path string, body string) (*http.Response, string) {
 		req, err := http.NewRequest(method, s.URL+path, strings.NewReader(body))

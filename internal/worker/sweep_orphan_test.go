@@ -55,6 +55,7 @@ func liveIDs(e *jobtest.Env) map[string]bool {
 // restored): one such instance opens the breaker, however small its share,
 // and only a forced sweep terminates it.
 func TestSweep_TerminatesInstanceOfUnknownWorkspaceOnlyWhenForced(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	healthy := e.SeedHealthy(9)
 	ghost := uuid.NewString()
@@ -83,6 +84,7 @@ func TestSweep_TerminatesInstanceOfUnknownWorkspaceOnlyWhenForced(t *testing.T) 
 }
 
 func TestSweep_TerminatesDuplicateOfLiveWorkspace(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	healthy := e.SeedHealthy(9)
 	dup := e.OldInstance(healthy[0].ID)
@@ -98,6 +100,7 @@ func TestSweep_TerminatesDuplicateOfLiveWorkspace(t *testing.T) {
 }
 
 func TestSweep_StopsInstanceLeftOnRow(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		status, desired, want string
 	}{
@@ -106,6 +109,7 @@ func TestSweep_StopsInstanceLeftOnRow(t *testing.T) {
 		{store.StatusFailed, store.DesiredRunning, store.StatusStopped}, // never restarted by the sweep
 	} {
 		t.Run(tc.status, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{})
 			e.SeedHealthy(5)
 			id := uuid.NewString()
@@ -124,6 +128,7 @@ func TestSweep_StopsInstanceLeftOnRow(t *testing.T) {
 }
 
 func TestSweep_InsertsTerminateForStoppingRowWithoutJob(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	inst := e.OldInstance(id)
@@ -138,10 +143,10 @@ func TestSweep_InsertsTerminateForStoppingRowWithoutJob(t *testing.T) {
 }
 
 func TestSweep_RetriesDiscardedTerminateInsteadOfATwin(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{TerminateMaxAttempts: 1}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 	e.CP.FailNext(cpfake.RouteTerminate, 503, 1)
 	dead := e.Terminate(id).Job
 	e.WaitFor("terminate discarded", func() bool {
@@ -165,6 +170,7 @@ func TestSweep_RetriesDiscardedTerminateInsteadOfATwin(t *testing.T) {
 }
 
 func TestSweep_MarksStuckProvisioningFailed(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	rows := e.SeedRows(
 		jobtest.Row{Status: store.StatusProvisioning, ChangedAgo: 2 * time.Hour}, // stuck
@@ -187,6 +193,7 @@ func TestSweep_MarksStuckProvisioningFailed(t *testing.T) {
 }
 
 func TestSweep_LeavesInstanceYoungerThanGraceAlone(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	e.CP.AddInstance(uuid.NewString(), cpfake.StateRunning, time.Now().Add(-30*time.Second))
 
@@ -198,6 +205,7 @@ func TestSweep_LeavesInstanceYoungerThanGraceAlone(t *testing.T) {
 }
 
 func TestSweep_SkipsInstanceOfWorkspaceWithLiveProvision(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	e.SeedHealthy(9)
 	id := uuid.NewString()
@@ -228,11 +236,13 @@ func (f *failingList) List(ctx context.Context, o cp.ListOptions) (cp.Page, erro
 }
 
 func TestSweep_ListFailureTerminatesNothing(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		failPage int
 	}{{"first page", 1}, {"partial list", 2}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			e.SeedHealthy(9)
 			for range 3 {
@@ -255,6 +265,7 @@ func TestSweep_ListFailureTerminatesNothing(t *testing.T) {
 }
 
 func TestSweep_CapHolds(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	healthy := e.SeedHealthy(30)
 	for i := range 5 {
@@ -272,11 +283,13 @@ func TestSweep_CapHolds(t *testing.T) {
 }
 
 func TestSweep_DryRunChangesNothing(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		settings bool // dry run from the settings (SWEEP_DRY_RUN) rather than the job args
 	}{{"args", false}, {"settings", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := jobtest.New(t, jobtest.Config{NoStart: true})
 			healthy := e.SeedHealthy(20)
 			e.OldInstance(healthy[0].ID)
@@ -307,6 +320,7 @@ func TestSweep_DryRunChangesNothing(t *testing.T) {
 }
 
 func TestSweep_NoListEndpointStillRunsDatabaseSide(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true, Fake: cpfake.Options{NoList: true}})
 	id := uuid.NewString()
 	e.SeedRows(jobtest.Row{ID: id, Status: store.StatusStopped, Desired: store.DesiredStopped, InstanceID: e.OldInstance(id)})
@@ -325,6 +339,7 @@ func TestSweep_NoListEndpointStillRunsDatabaseSide(t *testing.T) {
 }
 
 func TestSweep_BreakerHoldsAnUnknownFleetUntilForced(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	for range 10 {
 		e.OldInstance(uuid.NewString()) // a fleet this database has never seen
@@ -350,6 +365,7 @@ func TestSweep_BreakerHoldsAnUnknownFleetUntilForced(t *testing.T) {
 }
 
 func TestSweep_SkipsWhileAnotherSweepRuns(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	e.OldInstance(uuid.NewString())
 	conn, err := e.Pool.Acquire(context.Background())
@@ -368,6 +384,7 @@ func TestSweep_SkipsWhileAnotherSweepRuns(t *testing.T) {
 }
 
 func TestOrphanSweepWorker_RunsOnStartAndOnRequestWithOutput(t *testing.T) {
+	t.Parallel()
 	s := testSweep()
 	s.Interval = time.Hour
 	e := jobtest.New(t, jobtest.Config{Options: jobs.Options{Sweep: &s}})
@@ -401,6 +418,7 @@ func TestOrphanSweepWorker_RunsOnStartAndOnRequestWithOutput(t *testing.T) {
 }
 
 func TestSweepSettings_Validate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		s    jobs.SweepSettings
@@ -413,6 +431,7 @@ func TestSweepSettings_Validate(t *testing.T) {
 		{"page too large", jobs.SweepSettings{PageSize: 5000}, "page size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			err := tc.s.Validate(2*time.Minute, 3*time.Minute)
 			if tc.want == "" {
 				require.NoError(t, err)

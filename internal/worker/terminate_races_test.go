@@ -35,6 +35,7 @@ func waitJobEvent(t *testing.T, e *jobtest.Env, jobID int64, kinds ...river.Even
 }
 
 func TestTerminate_WaitsForProvisionInFlightThenKillsItsInstance(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	gate := gateProvisions(t, e, 0)
 	id := uuid.NewString()
@@ -53,6 +54,7 @@ func TestTerminate_WaitsForProvisionInFlightThenKillsItsInstance(t *testing.T) {
 }
 
 func TestTerminate_WaitForProvisionIsBounded(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Settings: jobs.Settings{MaxSnoozes: 2}})
 	gate := gateProvisions(t, e, 0)
 	id := uuid.NewString()
@@ -70,6 +72,7 @@ func TestTerminate_WaitForProvisionIsBounded(t *testing.T) {
 }
 
 func TestTerminate_WithoutRecordedIDKillsWhatALostProvisionAnswerLaunched(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	gate := gateProvisions(t, e, 1)
@@ -95,18 +98,22 @@ func TestTerminate_WithoutRecordedIDKillsWhatALostProvisionAnswerLaunched(t *tes
 // A 404 on DELETE is not proof: the status endpoint still says pending,
 // so the row stays stopping and the job retries until a DELETE succeeds.
 func TestTerminate_404WhilePendingIsNotGone(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{BootTime: time.Hour}})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	inst := e.WaitStatus(id, store.StatusRunning).InstanceID
+	inst := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID
 	require.Equal(t, cpfake.StatePending, e.CP.Live(id)[0].State)
 	e.CP.FailNext(cpfake.RouteTerminate, 404, 2) // {"error":"injected"}: a CP-worded 404
 
 	stop := e.Terminate(id)
 	e.WaitFor("the stop to complete", func() bool {
+		// The row first: the stop marks it stopped in the transaction that
+		// completes the job, so a row read before a job still unfinished
+		// is the row of an unfinished stop (read the other way round, the
+		// stop could commit in between and a correct run would fail).
+		ws := e.Workspace(id)
 		job := jobState(t, e, stop.Job.ID)
 		if job.State != rivertype.JobStateCompleted {
-			ws := e.Workspace(id)
 			require.Equal(t, store.StatusStopping, ws.Status, "a 404 was read as gone while the instance was pending")
 			require.Equal(t, inst, ws.InstanceID)
 		}
@@ -125,6 +132,7 @@ func TestTerminate_404WhilePendingIsNotGone(t *testing.T) {
 // An id the CP does not know at all: DELETE 404, status 404 with the CP's
 // own error, and the list does not show it: then, and only then, gone.
 func TestTerminate_404ConfirmedUnknownByStatusAndListIsGone(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	seedRow{id: id, status: store.StatusRunning, desired: store.DesiredRunning, instanceID: randomInstanceID()}.insert(t, e)
@@ -137,10 +145,10 @@ func TestTerminate_404ConfirmedUnknownByStatusAndListIsGone(t *testing.T) {
 }
 
 func TestTerminate_404WithStatusUnknownIsRetried(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.CP.FailNext(cpfake.RouteTerminate, 404, 1)
 	e.CP.FailNext(cpfake.RouteStatus, 502, 1)
 
@@ -154,6 +162,7 @@ func TestTerminate_404WithStatusUnknownIsRetried(t *testing.T) {
 }
 
 func TestTerminate_TwiceMakesOneJobAndOneDelete(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true}) // the stop stays queued
 	ctx := context.Background()
 	id := uuid.NewString()
@@ -171,10 +180,10 @@ func TestTerminate_TwiceMakesOneJobAndOneDelete(t *testing.T) {
 }
 
 func TestTerminate_TwiceRunsOneDelete(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	e.Terminate(id)
 	e.Terminate(id)
@@ -186,14 +195,13 @@ func TestTerminate_TwiceRunsOneDelete(t *testing.T) {
 // The unique window of a stop leaves out completed: a second stop within
 // River's 24 h completed retention must run, not be skipped as a duplicate.
 func TestTerminate_SecondStopAfterCompletedOneRuns(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.Terminate(id)
 	e.WaitStatus(id, store.StatusStopped)
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	second := e.Terminate(id)
 
@@ -203,25 +211,8 @@ func TestTerminate_SecondStopAfterCompletedOneRuns(t *testing.T) {
 	require.Empty(t, e.CP.Live(id))
 }
 
-func TestProvision_StaleGenerationJobMakesNoCPCall(t *testing.T) {
-	e := jobtest.New(t, jobtest.Config{NoStart: true})
-	ctx := context.Background()
-	id := uuid.NewString()
-	seedRow{id: id, status: store.StatusProvisioning, desired: store.DesiredRunning, generation: 2, nonce: "gen2"}.insert(t, e)
-	stale, err := e.Insert.Insert(ctx, jobs.ProvisionArgs{WorkspaceID: id, Generation: 1, Nonce: "gen1"}, nil)
-	require.NoError(t, err)
-
-	e.Start()
-	ev := waitJobEvent(t, e, stale.Job.ID, river.EventKindJobCompleted, river.EventKindJobFailed)
-
-	require.Equal(t, river.EventKindJobCompleted, ev.Kind)
-	require.Empty(t, e.CP.Requests(), "a stale provision called the CP")
-	ws := e.Workspace(id)
-	require.Equal(t, store.StatusProvisioning, ws.Status)
-	require.Empty(t, ws.InstanceID)
-}
-
 func TestTerminate_NeverProvisionedWorkspaceLaunchesNothing(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{NoStart: true})
 	id := uuid.NewString()
 	prov := e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
@@ -239,6 +230,7 @@ func TestTerminate_NeverProvisionedWorkspaceLaunchesNothing(t *testing.T) {
 }
 
 func TestTerminate_FailedWorkspaceWithoutInstanceMakesNoCPCall(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
 	seedRow{id: id, status: store.StatusFailed, desired: store.DesiredRunning}.insert(t, e)
@@ -255,10 +247,10 @@ func TestTerminate_FailedWorkspaceWithoutInstanceMakesNoCPCall(t *testing.T) {
 // The status endpoint calling the instance unknown is not enough while the
 // CP's list still shows it live (eventual consistency, a wrong route).
 func TestTerminate_404UnknownButStillListedIsRetried(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.CP.FailNext(cpfake.RouteTerminate, 404, 1)
 	e.CP.FailNext(cpfake.RouteStatus, 404, 1) // {"error":"injected"}: reads as unknown
 

@@ -25,9 +25,11 @@ import (
 // (invariant "every instance owned", docs/design.md). (Issue 13 review,
 // R1.)
 func TestProvision_UnrecordedAnswerOfARetryThatSkipsIsStopped(t *testing.T) {
+	t.Parallel()
 	for _, noList := range []bool{false, true} {
 		name := map[bool]string{false: "with list", true: "without list"}[noList]
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			h := newHostWorld(t, jobtest.Config{
 				Fake: cpfake.Options{NoList: noList},
 				// the retry waits long enough for the host's delete to land
@@ -62,11 +64,13 @@ func TestProvision_UnrecordedAnswerOfARetryThatSkipsIsStopped(t *testing.T) {
 // or the job never runs again (an operator cancelled it) and the stop,
 // finding no recorded id, stops what the note names.
 func TestProvision_UnrecordedAnswerIsStoppedWithoutAList(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		cancel bool
 	}{{"retry skips", false}, {"job cancelled", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := context.Background()
 			e := jobtest.New(t, jobtest.Config{
 				Fake:     cpfake.Options{NoList: true},
@@ -103,6 +107,7 @@ func TestProvision_UnrecordedAnswerIsStoppedWithoutAList(t *testing.T) {
 // is handed off from the note then, not left running until the
 // workspace is stopped.
 func TestProvision_UnrecordedAnswerOfAFailedGenerationIsHandedOff(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{
 		Fake:     cpfake.Options{NoList: true},
 		Settings: jobs.Settings{BackoffBase: 10 * time.Millisecond, RefuseAmbiguousWithoutList: true},
@@ -150,6 +155,7 @@ func failFirstRecord(t *testing.T, e *jobtest.Env) {
 // stops it, not mark the failed row done on the spot. (Issue 13
 // re-review, R1.)
 func TestRequestStop_FailedRowWithAnUnstoppedNoteGoesThroughATerminate(t *testing.T) {
+	t.Parallel()
 	for _, d := range driverCases {
 		for _, tc := range []struct {
 			name    string
@@ -166,6 +172,7 @@ func TestRequestStop_FailedRowWithAnUnstoppedNoteGoesThroughATerminate(t *testin
 			}, store.StatusRunning},
 		} {
 			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
 				ctx := context.Background()
 				url := testdb.New(t)
 				e := jobtest.New(t, jobtest.Config{

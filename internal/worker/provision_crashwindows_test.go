@@ -28,6 +28,7 @@ func loseFirstProvisionAnswer(e *jobtest.Env) {
 // ignores Idempotency-Key. Pins the list-and-adopt step in
 // ProvisionWorker.launch (without it the retry launches a duplicate).
 func TestProvision_RetryAfterLostAnswerAdoptsInsteadOfLaunching(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{IgnoreIdempotency: true}})
 	loseFirstProvisionAnswer(e)
 	id := uuid.NewString()
@@ -50,6 +51,7 @@ func TestProvision_RetryAfterLostAnswerAdoptsInsteadOfLaunching(t *testing.T) {
 // is not empty"); a later attempt lists and adopts. Pins the error branch
 // of the list in ProvisionWorker.launch.
 func TestProvision_RetryDoesNotLaunchWhenListFails(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{Fake: cpfake.Options{IgnoreIdempotency: true}})
 	loseFirstProvisionAnswer(e)
 	e.CP.FailNext(cpfake.RouteList, 503, 2)
@@ -68,15 +70,14 @@ func TestProvision_RetryDoesNotLaunchWhenListFails(t *testing.T) {
 // in ProvisionWorker.launch (a per-attempt key would let a CP that
 // honours keys launch twice).
 func TestProvision_IdempotencyKeyIsStableAcrossAttempts(t *testing.T) {
+	t.Parallel()
 	e := jobtest.New(t, jobtest.Config{})
 	e.CP.FailNext(cpfake.RouteProvision, 503, 2)
 	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 	e.Terminate(id)
 	e.WaitStatus(id, store.StatusStopped)
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
-	e.WaitStatus(id, store.StatusRunning)
+	e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id})
 
 	var keys []string
 	for _, r := range requestsOf(e.CP, cpfake.RouteProvision) {
