@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -187,3 +188,17 @@ func perSecond(n int, d time.Duration) float64 { return float64(n) / d.Seconds()
 
 // quietLogger drops River's info chatter, as the worker's own does.
 func quietLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+// median of vals (the mean of the middle two for an even count).
+func median(vals []float64) float64 {
+	if len(vals) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(vals)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
