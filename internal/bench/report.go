@@ -18,6 +18,7 @@ func Run(ctx context.Context, env *Env, figs []Figure, w io.Writer) ([]Result, e
 	var all []Result
 	var failed []string
 	hostLine(w, "start")
+	env.out = w
 	for _, f := range figs {
 		env.logf("# %s ...", f.Name)
 		res, err := f.Run(ctx, env)
@@ -53,6 +54,10 @@ func Summary(w io.Writer, figs []Figure, results []Result) {
 	for _, f := range figs {
 		for _, t := range f.Targets {
 			r, ok := byName[t.Name]
+			if t.LimitLine != "" {
+				lim, found := byName[t.LimitLine]
+				t.Limit, ok = lim.Value, ok && found
+			}
 			val, met := "missing", "no"
 			if ok {
 				val = FormatValue(r.Value) + " " + r.Unit

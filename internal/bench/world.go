@@ -54,30 +54,50 @@ var prodFetch = fetchSettings{Cooldown: prodFetchCooldown, Poll: prodFetchPoll}
 // startCP starts an in-process fake CP and the production CP client
 // (cp.New with the default HTTP client, as internal/app builds it).
 func startCP(opts cpfake.Options) (*cpfake.Server, *cp.Client, error) {
+	srv := cpfake.Start(fakeOptions(opts))
+	api, err := newCPClient(srv.URL)
+	if err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	return srv, api, nil
+}
+
+// fakeOptions adds the bench's credentials to opts and turns the fake's
+// request log off.
+func fakeOptions(opts cpfake.Options) cpfake.Options {
 	opts.OrgID = benchOrg
 	opts.SharedSecret, opts.AdminToken, opts.AdminAPIKey = benchSecret, benchAdmin, benchAPIKey
 	opts.MaxRequestLog = -1 // a request log of 100k entries would be the bench's own heap
-	srv := cpfake.Start(opts)
+	return opts
+}
+
+// newCPClient is the production CP client for the fake at url.
+func newCPClient(url string) (*cp.Client, error) {
 	api, err := cp.New(cp.Config{
-		BaseURL: srv.URL, OrgID: benchOrg, SharedSecret: benchSecret,
+		BaseURL: url, OrgID: benchOrg, SharedSecret: benchSecret,
 		AdminToken: benchAdmin, AdminAPIKey: benchAPIKey,
 	})
 	if err != nil {
-		srv.Close()
-		return nil, nil, fmt.Errorf("cp client: %w", err)
+		return nil, fmt.Errorf("cp client: %w", err)
 	}
-	return srv, api, nil
+	return api, nil
 }
 
 // newWorker builds the production worker client (sweep off: figure 6
 // measures it alone).
 func newWorker(pool *pgxpool.Pool, api cp.API, fs fetchSettings) (*jobs.Client, error) {
+	return newWorkerN(pool, api, fs, prodWorkers)
+}
+
+// newWorkerN is newWorker with n provision and n terminate workers.
+func newWorkerN(pool *pgxpool.Pool, api cp.API, fs fetchSettings, n int) (*jobs.Client, error) {
 	deps := &worker.Deps{
 		CP: api, Log: zerolog.New(io.Discard).Level(zerolog.InfoLevel),
 		Metrics: obs.NewMetrics(), Settings: jobs.DefaultSettings(),
 	}
 	return worker.NewWorkerClient(pool, deps, jobs.Options{
-		ProvisionWorkers: prodWorkers, TerminateWorkers: prodWorkers,
+		ProvisionWorkers: n, TerminateWorkers: n,
 		FetchCooldown: fs.Cooldown, FetchPollInterval: fs.Poll,
 	})
 }
