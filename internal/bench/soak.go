@@ -64,8 +64,8 @@ type soak struct {
 	provWG, termWG     sync.WaitGroup // handler transactions in flight
 	stopConsume        chan struct{}
 	consumeDone        chan struct{}
-	provisioned        atomic.Int64   // provisions committed
-	provDone, termDone atomic.Int64   // completions seen
+	provisioned        atomic.Int64 // provisions committed
+	provDone, termDone atomic.Int64 // completions seen
 	failures           atomic.Int64
 	firstErr           atomic.Pointer[error]
 	progress           chan struct{} // a completion arrived (cap 1)
