@@ -37,11 +37,13 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sweep at %d: %w", n, err)
 		}
-		env.logf("sweep at %d: %.2f s, %.1f MB above baseline (%.1f MB baseline)", n, p.seconds, p.peakMB, p.baseMB)
+		env.logf("sweep at %d: %.2f s, peak heap %.1f MB (live %.1f MB) above baseline (%.1f MB baseline); slowest statements: %s",
+			n, p.seconds, p.peakMB, p.peakLiveMB, p.baseMB, p.slowest)
 		l := sizeLabel(n)
 		out = append(out,
 			Result{"sweep_" + l + "_seconds", p.seconds, "s"},
 			Result{"sweep_" + l + "_peak_heap_mb", p.peakMB, "MB"},
+			Result{"sweep_" + l + "_peak_live_heap_mb", p.peakLiveMB, "MB"},
 			Result{"sweep_" + l + "_orphans_found", float64(p.orphans), "count"},
 		)
 		if prev != nil {
@@ -51,6 +53,7 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 			out = append(out,
 				Result{pl + "_time_ratio", timeRatio, "x"},
 				Result{pl + "_heap_ratio", p.peakMB / prev.peakMB, "x"},
+				Result{pl + "_live_heap_ratio", p.peakLiveMB / prev.peakLiveMB, "x"},
 			)
 			worst = max(worst, math.Pow(timeRatio, 1/steps))
 		}
@@ -62,6 +65,7 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 	return append(out,
 		Result{"sweep_largest_seconds", prev.seconds, "s"},
 		Result{"sweep_largest_peak_heap_mb", prev.peakMB, "MB"},
+		Result{"sweep_largest_peak_live_heap_mb", prev.peakLiveMB, "MB"},
 		// The worst step's time ratio scaled to a 10× step: ≤ 10 is at
 		// most linear. Absent with one size.
 		Result{"sweep_max_time_ratio_per_10x", worst, "x"},
@@ -70,10 +74,11 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 
 // sweepPoint is one sweep's measurement.
 type sweepPoint struct {
-	n              int
-	seconds        float64
-	peakMB, baseMB float64
-	orphans        int
+	n                          int
+	seconds                    float64
+	peakMB, peakLiveMB, baseMB float64
+	orphans                    int
+	slowest                    string // where the sweep's database time went
 }
 
 func sweepAt(ctx context.Context, env *Env, n int) (sweepPoint, error) {
@@ -94,9 +99,17 @@ func sweepAt(ctx context.Context, env *Env, n int) (sweepPoint, error) {
 	if err != nil {
 		return sweepPoint{}, err
 	}
-	deps := &worker.Deps{Pool: pool, CP: api, Log: zerolog.New(io.Discard), Metrics: obs.NewMetrics(),
+	// The sweep's own pool times its statements: where a slow sweep's
+	// database time goes, by statement.
+	timer := &queryTimer{}
+	tpool, err := tracedPool(ctx, pool, timer)
+	if err != nil {
+		return sweepPoint{}, err
+	}
+	defer tpool.Close()
+	deps := &worker.Deps{Pool: tpool, CP: api, Log: zerolog.New(io.Discard), Metrics: obs.NewMetrics(),
 		Settings: jobs.DefaultSettings()}
-	runtime.GC()
+	baseLive := liveHeap()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	heap := sampleHeap(5 * time.Millisecond)
@@ -123,6 +136,8 @@ func sweepAt(ctx context.Context, env *Env, n int) (sweepPoint, error) {
 	return sweepPoint{
 		n: n, seconds: elapsed.Seconds(), orphans: found,
 		peakMB: mb(peak - min(peak, before.HeapInuse)), baseMB: mb(before.HeapInuse),
+		peakLiveMB: mb(heap.PeakLive() - min(heap.PeakLive(), baseLive)),
+		slowest:    timer.top(3),
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"time"
@@ -162,10 +163,10 @@ func quantile(ds []time.Duration, q float64) float64 {
 // loads a whole side into memory shows up here even if it frees it
 // before the end.
 type heapSampler struct {
-	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
-	peak uint64
+	stop           chan struct{}
+	done           chan struct{}
+	mu             sync.Mutex
+	peak, peakLive uint64
 }
 
 func sampleHeap(every time.Duration) *heapSampler {
@@ -189,12 +190,17 @@ func sampleHeap(every time.Duration) *heapSampler {
 func (h *heapSampler) sample() {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
+	live := []metrics.Sample{{Name: liveHeapMetric}}
+	metrics.Read(live)
 	h.mu.Lock()
 	h.peak = max(h.peak, m.HeapInuse)
+	if live[0].Value.Kind() == metrics.KindUint64 {
+		h.peakLive = max(h.peakLive, live[0].Value.Uint64())
+	}
 	h.mu.Unlock()
 }
 
-// Stop ends sampling and returns the peak in bytes.
+// Stop ends sampling and returns the peak HeapInuse in bytes.
 func (h *heapSampler) Stop() uint64 {
 	close(h.stop)
 	<-h.done
@@ -203,6 +209,30 @@ func (h *heapSampler) Stop() uint64 {
 	defer h.mu.Unlock()
 	return h.peak
 }
+
+// PeakLive is the peak live heap (what the last GC marked reachable) seen
+// while sampling, valid after Stop. HeapInuse also holds garbage not yet
+// collected, up to GOGC per cent of the live heap: beside a large live
+// heap (the fake CP's fleet) that headroom dwarfs what a sweep holds.
+func (h *heapSampler) PeakLive() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peakLive
+}
+
+// liveHeap is the live heap after a fresh GC.
+func liveHeap() uint64 {
+	runtime.GC()
+	live := []metrics.Sample{{Name: liveHeapMetric}}
+	metrics.Read(live)
+	if live[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return live[0].Value.Uint64()
+}
+
+// liveHeapMetric is the heap the last GC marked live, in bytes.
+const liveHeapMetric = "/gc/heap/live:bytes"
 
 func perSecond(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
 
