@@ -53,7 +53,6 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 			out = append(out,
 				Result{pl + "_time_ratio", timeRatio, "x"},
 				Result{pl + "_heap_ratio", p.peakMB / prev.peakMB, "x"},
-				Result{pl + "_live_heap_ratio", p.peakLiveMB / prev.peakLiveMB, "x"},
 			)
 			worst = max(worst, math.Pow(timeRatio, 1/steps))
 		}
