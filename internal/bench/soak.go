@@ -70,11 +70,10 @@ type soak struct {
 	firstErr           atomic.Pointer[error]
 	progress           chan struct{} // a completion arrived (cap 1)
 
-	pending  sync.Map // workspace id → time before its COMMIT, while recording
-	mu       sync.Mutex
-	t0       time.Time
-	pickups  []pickupSample
-	stopDrip chan struct{}
+	pending sync.Map // workspace id → time before its COMMIT, while recording
+	mu      sync.Mutex
+	t0      time.Time
+	pickups []pickupSample
 }
 
 type pickupSample struct {
