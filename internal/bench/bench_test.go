@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -25,14 +26,39 @@ var expectedLines = []string{
 	"bulk_enqueue_seconds", "bulk_enqueue_rows_jobs_per_s", "bulk_row_river_per_s",
 	"bulk_enqueue_vs_river_ratio", "bulk_river_insertmany_jobs_per_s",
 	"bulk_many_seconds", "bulk_many_workspaces_per_s", "bulk_river_insertmany_noop_jobs_per_s", "bulk_many_vs_insertmany_ratio",
-	"throughput_bare_river_jobs_per_s", "throughput_worker_jobs_per_s", "throughput_ratio",
-	"throughput_bare_river_queries_per_job", "throughput_worker_queries_per_job",
+	"throughput_run1_bare_river_jobs_per_s", "throughput_run1_ceiling_jobs_per_s", "throughput_run1_worker_jobs_per_s",
+	"throughput_run1_worker_vs_ceiling_ratio", "throughput_run1_worker_vs_bare_ratio",
+	"throughput_run2_bare_river_jobs_per_s", "throughput_run2_ceiling_jobs_per_s", "throughput_run2_worker_jobs_per_s",
+	"throughput_run2_worker_vs_ceiling_ratio", "throughput_run2_worker_vs_bare_ratio",
+	"throughput_run3_bare_river_jobs_per_s", "throughput_run3_ceiling_jobs_per_s", "throughput_run3_worker_jobs_per_s",
+	"throughput_run3_worker_vs_ceiling_ratio", "throughput_run3_worker_vs_bare_ratio",
+	"throughput_bare_river_jobs_per_s", "throughput_ceiling_jobs_per_s", "throughput_worker_jobs_per_s",
+	"throughput_bare_river_queries_per_job", "throughput_ceiling_queries_per_job", "throughput_worker_queries_per_job",
+	"throughput_worker_vs_ceiling_ratio", "throughput_worker_vs_bare_ratio",
 	"pickup_prod_p50", "pickup_prod_p99", "pickup_prod_idle_queries_per_s",
 	"pickup_river_defaults_p50", "pickup_river_defaults_p99", "pickup_river_defaults_idle_queries_per_s",
 	"pickup_poll20ms_p50", "pickup_poll20ms_p99", "pickup_poll20ms_idle_queries_per_s",
 	"pickup_prod_20rps_p50", "pickup_prod_20rps_p99",
 	"slow_cp_makespan_s", "slow_cp_ideal_s", "slow_cp_makespan_ratio",
-	"sweep_seconds", "sweep_peak_heap_mb", "sweep_process_peak_heap_mb", "sweep_orphans_found",
+	"sweep_300_seconds", "sweep_300_peak_heap_mb", "sweep_300_peak_live_heap_mb", "sweep_300_orphans_found",
+	"sweep_3k_seconds", "sweep_3k_peak_heap_mb", "sweep_3k_peak_live_heap_mb", "sweep_3k_orphans_found",
+	"sweep_300_to_3k_time_ratio", "sweep_300_to_3k_heap_ratio",
+	"sweep_largest_seconds", "sweep_largest_peak_heap_mb", "sweep_largest_peak_live_heap_mb", "sweep_max_time_ratio_per_10x",
+	"soak_seconds", "soak_requests", "soak_requests_per_s", "soak_workers_per_queue",
+	"soak_pickup_first_p50", "soak_pickup_first_p99", "soak_pickup_last_p50", "soak_pickup_last_p99",
+	"soak_pickup_p99_last_vs_first_ratio", "soak_queue_depth_max", "soak_queue_depth_samples",
+	"soak_worker_queries_per_s", "soak_handler_queries_per_s",
+	"soak_heap_start_mb", "soak_heap_end_mb", "soak_heap_growth_mb", "soak_heap_noise_mb", "soak_cp_fake_heap_mb",
+	"soak_goroutines_start", "soak_goroutines_end", "soak_goroutines_growth", "soak_goroutines_noise",
+}
+
+// mayBeZero are lines whose value can honestly be zero or negative: growth
+// that did not happen, a queue the sampler found empty, a live heap no GC
+// measured during a short sweep.
+var mayBeZero = map[string]bool{
+	"soak_heap_growth_mb": true, "soak_goroutines_growth": true, "soak_queue_depth_max": true,
+	"soak_cp_fake_heap_mb": true, "sweep_300_peak_live_heap_mb": true, "sweep_3k_peak_live_heap_mb": true,
+	"sweep_largest_peak_live_heap_mb": true,
 }
 
 func testSource(t *testing.T) bench.DBSource {
@@ -57,11 +83,30 @@ func TestQuick_EveryFigurePrintsItsLines(t *testing.T) {
 	for _, r := range results {
 		names = append(names, r.Name)
 		require.Falsef(t, math.IsNaN(r.Value) || math.IsInf(r.Value, 0), "%s is not finite: %v", r.Name, r.Value)
-		require.Greaterf(t, r.Value, 0.0, "%s", r.Name)
+		if !mayBeZero[r.Name] {
+			require.Greaterf(t, r.Value, 0.0, "%s", r.Name)
+		}
 		require.Contains(t, out.String(), r.Line()+"\n")
 	}
 	require.Equal(t, expectedLines, names)
 	require.Contains(t, out.String(), "# summary")
+	byName := map[string]float64{}
+	for _, r := range results {
+		byName[r.Name] = r.Value
+	}
+	// Each sweep found every orphan (2 % of its fleet; the figure itself
+	// fails unless it also listed the whole fleet).
+	require.Equal(t, 6.0, byName["sweep_300_orphans_found"])
+	require.Equal(t, 60.0, byName["sweep_3k_orphans_found"])
+	// The soak sent its load, sampled the queue all along and printed the
+	// samples on one comment line.
+	scale := bench.QuickScale()
+	require.GreaterOrEqual(t, byName["soak_requests"], scale.SoakRate*scale.SoakDuration.Seconds()*0.9)
+	wantSamples := scale.SoakDuration.Seconds() / scale.SoakDepthEvery.Seconds()
+	require.GreaterOrEqual(t, byName["soak_queue_depth_samples"], wantSamples)
+	depth := regexp.MustCompile(`(?m)^# soak_queue_depth every 500ms \(available\+running jobs\):((?: \d+)+)$`).FindStringSubmatch(out.String())
+	require.NotNil(t, depth, out.String())
+	require.Len(t, strings.Fields(depth[1]), int(byName["soak_queue_depth_samples"]))
 	for _, f := range bench.Figures() {
 		for _, tg := range f.Targets {
 			require.Containsf(t, names, tg.Name, "target of %s judges a line no figure prints", f.Name)
@@ -101,12 +146,17 @@ func TestSummary_MarksMissedAndMissingTargets(t *testing.T) {
 		{Name: "low", AtMost: true, Limit: 1.3},
 		{Name: "high", Limit: 0.5},
 		{Name: "absent", AtMost: true, Limit: 1},
+		{Name: "growth", AtMost: true, LimitLine: "noise"},
+		{Name: "low", AtMost: true, LimitLine: "absent"},
 	}}}
 	var out bytes.Buffer
-	bench.Summary(&out, figs, []bench.Result{{Name: "low", Value: 2, Unit: "x"}, {Name: "high", Value: 0.7, Unit: "x"}})
+	bench.Summary(&out, figs, []bench.Result{{Name: "low", Value: 2, Unit: "x"}, {Name: "high", Value: 0.7, Unit: "x"},
+		{Name: "growth", Value: 5, Unit: "MB"}, {Name: "noise", Value: 4, Unit: "MB"}})
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 5) // blank line trimmed: "# summary", header, three rows
+	require.Len(t, lines, 7) // blank line trimmed: "# summary", header, five rows
 	require.Regexp(t, `low\s+2 x\s+<= 1.3\s+no$`, lines[2])
 	require.Regexp(t, `high\s+0.7 x\s+>= 0.5\s+yes$`, lines[3])
 	require.Regexp(t, `absent\s+missing\s+<= 1\s+no$`, lines[4])
+	require.Regexp(t, `growth\s+5 MB\s+<= 4\s+no$`, lines[5])       // the limit is the noise line's value
+	require.Regexp(t, `low\s+2 x\s+absent missing\s+no$`, lines[6]) // a missing limit line fails the target
 }

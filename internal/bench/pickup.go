@@ -1,9 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -180,8 +184,8 @@ func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // tracedPool opens a second pool on pool's database, with pool's
-// settings, whose queries c counts.
-func tracedPool(ctx context.Context, pool *pgxpool.Pool, c *queryCounter) (*pgxpool.Pool, error) {
+// settings, whose queries c traces (counts or times).
+func tracedPool(ctx context.Context, pool *pgxpool.Pool, c pgx.QueryTracer) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
 	if err != nil {
 		return nil, fmt.Errorf("pool config: %w", err)
@@ -210,4 +214,57 @@ func lastError(errs []rivertype.AttemptError) string {
 		return "no error recorded"
 	}
 	return errs[len(errs)-1].Error
+}
+
+// queryTimer sums the time of a pool's statements by their first line,
+// for the notes of a slow figure.
+type queryTimer struct {
+	mu    sync.Mutex
+	total map[string]time.Duration
+	count map[string]int
+}
+
+type queryTimerKey struct{}
+
+type queryTimerStart struct {
+	sql   string
+	start time.Time
+}
+
+func (q *queryTimer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, queryTimerKey{}, queryTimerStart{sql: d.SQL, start: time.Now()})
+}
+
+func (q *queryTimer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	s, ok := ctx.Value(queryTimerKey{}).(queryTimerStart)
+	if !ok {
+		return
+	}
+	key := strings.Join(strings.Fields(s.sql), " ")
+	if len(key) > 60 {
+		key = key[:60]
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.total == nil {
+		q.total, q.count = map[string]time.Duration{}, map[string]int{}
+	}
+	q.total[key] += time.Since(s.start)
+	q.count[key]++
+}
+
+// top names the n statements that took the most time in all.
+func (q *queryTimer) top(n int) string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	keys := make([]string, 0, len(q.total))
+	for k := range q.total {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(q.total[b], q.total[a]) })
+	var parts []string
+	for _, k := range keys[:min(n, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%q ×%d %.2f s", k, q.count[k], q.total[k].Seconds()))
+	}
+	return strings.Join(parts, "; ")
 }

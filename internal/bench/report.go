@@ -18,6 +18,7 @@ func Run(ctx context.Context, env *Env, figs []Figure, w io.Writer) ([]Result, e
 	var all []Result
 	var failed []string
 	hostLine(w, "start")
+	env.out = w
 	for _, f := range figs {
 		env.logf("# %s ...", f.Name)
 		res, err := f.Run(ctx, env)
@@ -53,12 +54,21 @@ func Summary(w io.Writer, figs []Figure, results []Result) {
 	for _, f := range figs {
 		for _, t := range f.Targets {
 			r, ok := byName[t.Name]
+			target, limitOK := t.String(), true
+			if t.LimitLine != "" {
+				lim, found := byName[t.LimitLine]
+				t.Limit, limitOK = lim.Value, found
+				target = t.String()
+				if !found {
+					target = t.LimitLine + " missing"
+				}
+			}
 			val, met := "missing", "no"
 			if ok {
 				val = FormatValue(r.Value) + " " + r.Unit
-				met = yesNo(t.Met(r.Value) && !math.IsNaN(r.Value))
+				met = yesNo(limitOK && t.Met(r.Value) && !math.IsNaN(r.Value))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Name, t.Name, val, t.String(), met)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Name, t.Name, val, target, met)
 		}
 	}
 	_ = tw.Flush()

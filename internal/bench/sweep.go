@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"time"
 
@@ -20,33 +21,94 @@ import (
 // cent, under the breaker's 20 %, so the sweep does its full work.
 const sweepOrphanShare = 0.02
 
-// Sweep is figure 6: one dry-run orphan sweep over N workspace rows and N
-// CP instances, a few per cent of them orphans. Its peak heap is the rise
-// over the heap before the sweep, which already holds the in-process fake
-// CP's fleet (a real worker does not); the process-wide peak is printed
-// beside it.
+// Sweep is figure 6: for each fleet size N of the scale, one dry-run
+// orphan sweep over N workspace rows and N CP instances, a few per cent
+// of them orphans, each on a fresh database and fake CP. Each point's peak
+// heap is the rise over the heap before its sweep, which already holds the
+// in-process fake CP's fleet (a real worker does not). Between successive
+// sizes it prints the time and heap ratios: a sweep that scales at most
+// linearly takes at most 10× the time for 10× the fleet.
 func Sweep(ctx context.Context, env *Env) ([]Result, error) {
+	var out []Result
+	var prev *sweepPoint
+	worst := 0.0
+	for _, n := range env.Scale.SweepNs {
+		p, err := sweepAt(ctx, env, n)
+		if err != nil {
+			return nil, fmt.Errorf("sweep at %d: %w", n, err)
+		}
+		env.logf("sweep at %d: %.2f s, peak heap %.1f MB (live %.1f MB) above baseline (%.1f MB baseline); slowest statements: %s",
+			n, p.seconds, p.peakMB, p.peakLiveMB, p.baseMB, p.slowest)
+		l := sizeLabel(n)
+		out = append(out,
+			Result{"sweep_" + l + "_seconds", p.seconds, "s"},
+			Result{"sweep_" + l + "_peak_heap_mb", p.peakMB, "MB"},
+			Result{"sweep_" + l + "_peak_live_heap_mb", p.peakLiveMB, "MB"},
+			Result{"sweep_" + l + "_orphans_found", float64(p.orphans), "count"},
+		)
+		if prev != nil {
+			steps := math.Log10(float64(n) / float64(prev.n)) // 1 for 10×
+			timeRatio := p.seconds / prev.seconds
+			pl := "sweep_" + sizeLabel(prev.n) + "_to_" + l
+			out = append(out,
+				Result{pl + "_time_ratio", timeRatio, "x"},
+				Result{pl + "_heap_ratio", p.peakMB / prev.peakMB, "x"},
+			)
+			worst = max(worst, math.Pow(timeRatio, 1/steps))
+		}
+		prev = &p
+	}
+	if prev == nil {
+		return nil, fmt.Errorf("no sweep sizes")
+	}
+	return append(out,
+		Result{"sweep_largest_seconds", prev.seconds, "s"},
+		Result{"sweep_largest_peak_heap_mb", prev.peakMB, "MB"},
+		Result{"sweep_largest_peak_live_heap_mb", prev.peakLiveMB, "MB"},
+		// The worst step's time ratio scaled to a 10× step: ≤ 10 is at
+		// most linear. Absent with one size.
+		Result{"sweep_max_time_ratio_per_10x", worst, "x"},
+	), nil
+}
+
+// sweepPoint is one sweep's measurement.
+type sweepPoint struct {
+	n                          int
+	seconds                    float64
+	peakMB, peakLiveMB, baseMB float64
+	orphans                    int
+	slowest                    string // where the sweep's database time went
+}
+
+func sweepAt(ctx context.Context, env *Env, n int) (sweepPoint, error) {
 	pool, err := env.NewDB(ctx)
 	if err != nil {
-		return nil, err
+		return sweepPoint{}, err
 	}
 	srv, api, err := startCP(cpfake.Options{})
 	if err != nil {
-		return nil, err
+		return sweepPoint{}, err
 	}
 	defer srv.Close()
-	n := env.Scale.SweepN
 	orphans, err := seedFleet(ctx, pool, srv, n)
 	if err != nil {
-		return nil, err
+		return sweepPoint{}, err
 	}
 	ins, err := jobs.NewInsertClient(pool, jobs.DefaultSettings())
 	if err != nil {
-		return nil, err
+		return sweepPoint{}, err
 	}
-	deps := &worker.Deps{Pool: pool, CP: api, Log: zerolog.New(io.Discard), Metrics: obs.NewMetrics(),
+	// The sweep's own pool times its statements: where a slow sweep's
+	// database time goes, by statement.
+	timer := &queryTimer{}
+	tpool, err := tracedPool(ctx, pool, timer)
+	if err != nil {
+		return sweepPoint{}, err
+	}
+	defer tpool.Close()
+	deps := &worker.Deps{Pool: tpool, CP: api, Log: zerolog.New(io.Discard), Metrics: obs.NewMetrics(),
 		Settings: jobs.DefaultSettings()}
-	runtime.GC()
+	baseLive := liveHeap()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	heap := sampleHeap(5 * time.Millisecond)
@@ -59,7 +121,7 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 	elapsed := time.Since(start)
 	peak := heap.Stop()
 	if err != nil {
-		return nil, fmt.Errorf("sweep: %w", err)
+		return sweepPoint{}, fmt.Errorf("sweep: %w", err)
 	}
 	found := 0
 	for _, c := range res.Orphans {
@@ -67,16 +129,26 @@ func Sweep(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	// A sweep that skipped its CP side would look fast and prove nothing.
 	if res.CPSide != "ok" || res.LiveInstances != n || found != orphans {
-		return nil, fmt.Errorf("sweep did not cover the fleet: cp side %q, %d of %d live instances, %d of %d orphans",
+		return sweepPoint{}, fmt.Errorf("sweep did not cover the fleet: cp side %q, %d of %d live instances, %d of %d orphans",
 			res.CPSide, res.LiveInstances, n, found, orphans)
 	}
-	const mb = 1 << 20
-	return []Result{
-		{"sweep_seconds", elapsed.Seconds(), "s"},
-		{"sweep_peak_heap_mb", float64(peak-min(peak, before.HeapInuse)) / mb, "MB"},
-		{"sweep_process_peak_heap_mb", float64(peak) / mb, "MB"},
-		{"sweep_orphans_found", float64(found), "count"},
+	return sweepPoint{
+		n: n, seconds: elapsed.Seconds(), orphans: found,
+		peakMB: mb(peak - min(peak, before.HeapInuse)), baseMB: mb(before.HeapInuse),
+		peakLiveMB: mb(heap.PeakLive() - min(heap.PeakLive(), baseLive)),
+		slowest:    timer.top(3),
 	}, nil
+}
+
+// sizeLabel names a fleet size in result lines: 10k, 100k, 1m, 300.
+func sizeLabel(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dm", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
 }
 
 // seedFleet gives the fake CP n instances launched a day ago (older than

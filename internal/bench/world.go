@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"time"
@@ -53,30 +55,50 @@ var prodFetch = fetchSettings{Cooldown: prodFetchCooldown, Poll: prodFetchPoll}
 // startCP starts an in-process fake CP and the production CP client
 // (cp.New with the default HTTP client, as internal/app builds it).
 func startCP(opts cpfake.Options) (*cpfake.Server, *cp.Client, error) {
+	srv := cpfake.Start(fakeOptions(opts))
+	api, err := newCPClient(srv.URL)
+	if err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	return srv, api, nil
+}
+
+// fakeOptions adds the bench's credentials to opts and turns the fake's
+// request log off.
+func fakeOptions(opts cpfake.Options) cpfake.Options {
 	opts.OrgID = benchOrg
 	opts.SharedSecret, opts.AdminToken, opts.AdminAPIKey = benchSecret, benchAdmin, benchAPIKey
 	opts.MaxRequestLog = -1 // a request log of 100k entries would be the bench's own heap
-	srv := cpfake.Start(opts)
+	return opts
+}
+
+// newCPClient is the production CP client for the fake at url.
+func newCPClient(url string) (*cp.Client, error) {
 	api, err := cp.New(cp.Config{
-		BaseURL: srv.URL, OrgID: benchOrg, SharedSecret: benchSecret,
+		BaseURL: url, OrgID: benchOrg, SharedSecret: benchSecret,
 		AdminToken: benchAdmin, AdminAPIKey: benchAPIKey,
 	})
 	if err != nil {
-		srv.Close()
-		return nil, nil, fmt.Errorf("cp client: %w", err)
+		return nil, fmt.Errorf("cp client: %w", err)
 	}
-	return srv, api, nil
+	return api, nil
 }
 
 // newWorker builds the production worker client (sweep off: figure 6
 // measures it alone).
 func newWorker(pool *pgxpool.Pool, api cp.API, fs fetchSettings) (*jobs.Client, error) {
+	return newWorkerN(pool, api, fs, prodWorkers)
+}
+
+// newWorkerN is newWorker with n provision and n terminate workers.
+func newWorkerN(pool *pgxpool.Pool, api cp.API, fs fetchSettings, n int) (*jobs.Client, error) {
 	deps := &worker.Deps{
 		CP: api, Log: zerolog.New(io.Discard).Level(zerolog.InfoLevel),
 		Metrics: obs.NewMetrics(), Settings: jobs.DefaultSettings(),
 	}
 	return worker.NewWorkerClient(pool, deps, jobs.Options{
-		ProvisionWorkers: prodWorkers, TerminateWorkers: prodWorkers,
+		ProvisionWorkers: n, TerminateWorkers: n,
 		FetchCooldown: fs.Cooldown, FetchPollInterval: fs.Poll,
 	})
 }
@@ -141,10 +163,10 @@ func quantile(ds []time.Duration, q float64) float64 {
 // loads a whole side into memory shows up here even if it frees it
 // before the end.
 type heapSampler struct {
-	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
-	peak uint64
+	stop           chan struct{}
+	done           chan struct{}
+	mu             sync.Mutex
+	peak, peakLive uint64
 }
 
 func sampleHeap(every time.Duration) *heapSampler {
@@ -168,12 +190,17 @@ func sampleHeap(every time.Duration) *heapSampler {
 func (h *heapSampler) sample() {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
+	live := []metrics.Sample{{Name: liveHeapMetric}}
+	metrics.Read(live)
 	h.mu.Lock()
 	h.peak = max(h.peak, m.HeapInuse)
+	if live[0].Value.Kind() == metrics.KindUint64 {
+		h.peakLive = max(h.peakLive, live[0].Value.Uint64())
+	}
 	h.mu.Unlock()
 }
 
-// Stop ends sampling and returns the peak in bytes.
+// Stop ends sampling and returns the peak HeapInuse in bytes.
 func (h *heapSampler) Stop() uint64 {
 	close(h.stop)
 	<-h.done
@@ -183,7 +210,45 @@ func (h *heapSampler) Stop() uint64 {
 	return h.peak
 }
 
+// PeakLive is the peak live heap (what the last GC marked reachable) seen
+// while sampling, valid after Stop. HeapInuse also holds garbage not yet
+// collected, up to GOGC per cent of the live heap: beside a large live
+// heap (the fake CP's fleet) that headroom dwarfs what a sweep holds.
+func (h *heapSampler) PeakLive() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peakLive
+}
+
+// liveHeap is the live heap after a fresh GC.
+func liveHeap() uint64 {
+	runtime.GC()
+	live := []metrics.Sample{{Name: liveHeapMetric}}
+	metrics.Read(live)
+	if live[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return live[0].Value.Uint64()
+}
+
+// liveHeapMetric is the heap the last GC marked live, in bytes.
+const liveHeapMetric = "/gc/heap/live:bytes"
+
 func perSecond(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
 
 // quietLogger drops River's info chatter, as the worker's own does.
 func quietLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+// median of vals (the mean of the middle two for an even count).
+func median(vals []float64) float64 {
+	if len(vals) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(vals)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}

@@ -1,0 +1,433 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/molecule-ai/provision-worker/jobs"
+)
+
+// Noise thresholds of the soak: growth at most this is not a leak. Heap
+// after a GC still moves by a few MB with buffers and pools, so small
+// heaps get an absolute floor; goroutines move by the few that River and
+// the pools start and end on their own.
+const (
+	soakHeapNoiseShare      = 0.20
+	soakHeapNoiseFloorMB    = 4
+	soakGoroutineNoiseShare = 0.10
+	soakGoroutineNoiseFloor = 5
+)
+
+// Soak is figure 7: a steady stream of provisions (and, once each is
+// running, its terminate) against a CP of random latency for minutes. It
+// passes when pickup does not degrade from the first window to the last
+// and heap and goroutines return to where they started.
+func Soak(ctx context.Context, env *Env) ([]Result, error) {
+	sc := env.Scale
+	db, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSoak(ctx, db, sc)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	return s.run(ctx, env)
+}
+
+// soak holds one soak run: the worker on its own counted pool, the
+// handler side on another (a web app's pool, as in production), and the
+// latency CP.
+type soak struct {
+	sc           Scale
+	db           *pgxpool.Pool // uncounted: depth samples
+	wpool, hpool *pgxpool.Pool
+	wq, hq       *queryCounter
+	cp           *latencyCP // nil once dropped to weigh the fake's heap
+	worker       *jobs.Client
+	ins          *jobs.Client
+
+	events       <-chan *river.Event
+	cancelEvents func()
+
+	provWG, termWG     sync.WaitGroup // handler transactions in flight
+	stopConsume        chan struct{}
+	consumeDone        chan struct{}
+	provisioned        atomic.Int64 // provisions committed
+	provDone, termDone atomic.Int64 // completions seen
+	failures           atomic.Int64
+	firstErr           atomic.Pointer[error]
+	progress           chan struct{} // a completion arrived (cap 1)
+
+	pending sync.Map // workspace id → time before its COMMIT, while recording
+	mu      sync.Mutex
+	t0      time.Time
+	pickups []pickupSample
+}
+
+type pickupSample struct {
+	at time.Duration // commit time since the soak's start
+	d  time.Duration // commit → CP received the provision
+}
+
+func newSoak(ctx context.Context, db *pgxpool.Pool, sc Scale) (*soak, error) {
+	s := &soak{sc: sc, db: db, wq: &queryCounter{}, hq: &queryCounter{}, progress: make(chan struct{}, 1),
+		stopConsume: make(chan struct{}), consumeDone: make(chan struct{})}
+	var err error
+	if s.wpool, err = tracedPool(ctx, db, s.wq); err != nil {
+		return nil, err
+	}
+	if s.hpool, err = tracedPool(ctx, db, s.hq); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.cp, err = startLatencyCP(sc.SoakLatencyMin, sc.SoakLatencyMax, s.arrived); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.worker, err = newWorkerN(s.wpool, s.cp.api, prodFetch, sc.SoakWorkers); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.ins, err = jobs.NewInsertClient(s.hpool, jobs.DefaultSettings()); err != nil {
+		s.close()
+		return nil, err
+	}
+	// Room for every completion of the run: River drops events a
+	// subscriber has no room for, and a dropped one is a terminate never sent.
+	room := int(float64(2*sc.SoakRate)*(sc.SoakDuration+sc.SoakWarmUp).Seconds()) + 1000
+	s.events, s.cancelEvents = s.worker.SubscribeConfig(&river.SubscribeConfig{
+		ChanSize: room, Kinds: []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed},
+	})
+	return s, nil
+}
+
+func (s *soak) close() {
+	if s.worker != nil {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = s.worker.Stop(stopCtx)
+		cancel()
+	}
+	if s.cancelEvents != nil {
+		s.cancelEvents()
+	}
+	if s.cp != nil {
+		s.cp.Close()
+	}
+	for _, p := range []*pgxpool.Pool{s.wpool, s.hpool} {
+		if p != nil {
+			p.Close()
+		}
+	}
+}
+
+func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
+	sc := s.sc
+	if err := s.worker.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	go s.consume(ctx)
+	defer func() { close(s.stopConsume); <-s.consumeDone }()
+	// Warm up at the soak's rate, so the pools are as full at the start as
+	// at the end and River's leader has started its maintenance services
+	// (each up to 1 s after the election, a few goroutines each).
+	if err := s.drive(ctx, sc.SoakWarmUp, false); err != nil {
+		return nil, err
+	}
+	if err := s.drain(ctx); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	startG, startHeap := s.settled()
+	env.logf("soak: %d goroutines, %.1f MB heap at start; %v at %g requests/s", startG, mb(startHeap), sc.SoakDuration, sc.SoakRate)
+
+	wq0, hq0 := s.wq.n.Load(), s.hq.n.Load()
+	prov0 := s.provisioned.Load()
+	s.t0 = time.Now()
+	depth := s.sampleDepth(ctx)
+	err := s.drive(ctx, sc.SoakDuration, true)
+	elapsed := time.Since(s.t0)
+	wqN, hqN := s.wq.n.Load()-wq0, s.hq.n.Load()-hq0
+	samples := depth()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.drain(ctx); err != nil {
+		return nil, err
+	}
+	if f := s.failures.Load(); f > 0 {
+		env.logf("soak: %d job attempts failed and retried", f)
+	}
+	endG, endHeapWithFake := s.settled()
+	// The fake CP keeps every instance it launched, which a real worker
+	// does not: weigh it by dropping it, and judge the heap without it.
+	instances := s.cp.fake.Stats().Launched
+	s.cp.Close()
+	s.cp = nil
+	_, endHeap := s.settled()
+	env.logf("soak: %d goroutines, %.1f MB heap at end (%.1f MB with the fake CP's %d instances)",
+		endG, mb(endHeap), mb(endHeapWithFake), instances)
+
+	// Windows by commit time over the whole run: when the handler side
+	// cannot commit at the offered rate, the last commits land after
+	// SoakDuration, and soak_requests_per_s shows the shortfall.
+	first, last := s.windows(elapsed)
+	heapNoise := max(soakHeapNoiseShare*mb(startHeap), soakHeapNoiseFloorMB)
+	gNoise := max(soakGoroutineNoiseShare*float64(startG), soakGoroutineNoiseFloor)
+	env.notef("%s", depthNote(sc.SoakDepthEvery, samples))
+	requests := s.provisioned.Load() - prov0
+	maxDepth := 0.0
+	for _, d := range samples {
+		maxDepth = max(maxDepth, d)
+	}
+	return []Result{
+		{"soak_seconds", elapsed.Seconds(), "s"},
+		{"soak_requests", float64(requests), "count"},
+		{"soak_requests_per_s", float64(requests) / elapsed.Seconds(), "/s"},
+		{"soak_workers_per_queue", float64(sc.SoakWorkers), "count"},
+		{"soak_pickup_first_p50", quantile(first, 0.5), "ms"},
+		{"soak_pickup_first_p99", quantile(first, 0.99), "ms"},
+		{"soak_pickup_last_p50", quantile(last, 0.5), "ms"},
+		{"soak_pickup_last_p99", quantile(last, 0.99), "ms"},
+		{"soak_pickup_p99_last_vs_first_ratio", quantile(last, 0.99) / quantile(first, 0.99), "x"},
+		{"soak_queue_depth_max", maxDepth, "jobs"},
+		{"soak_queue_depth_samples", float64(len(samples)), "count"},
+		{"soak_worker_queries_per_s", float64(wqN) / elapsed.Seconds(), "/s"},
+		{"soak_handler_queries_per_s", float64(hqN) / elapsed.Seconds(), "/s"},
+		{"soak_heap_start_mb", mb(startHeap), "MB"},
+		{"soak_heap_end_mb", mb(endHeap), "MB"},
+		{"soak_heap_growth_mb", mb(endHeap) - mb(startHeap), "MB"},
+		{"soak_heap_noise_mb", heapNoise, "MB"},
+		{"soak_cp_fake_heap_mb", mb(endHeapWithFake) - mb(endHeap), "MB"},
+		{"soak_goroutines_start", float64(startG), "count"},
+		{"soak_goroutines_end", float64(endG), "count"},
+		{"soak_goroutines_growth", float64(endG - startG), "count"},
+		{"soak_goroutines_noise", gNoise, "count"},
+	}, nil
+}
+
+// drive commits SoakRate provision requests per second for d, each in its
+// own handler transaction started on schedule (an open loop: a slow
+// commit does not lower the offered rate), then waits for them.
+func (s *soak) drive(ctx context.Context, d time.Duration, record bool) error {
+	interval := time.Duration(float64(time.Second) / s.sc.SoakRate)
+	start := time.Now()
+	for i := 0; ; i++ {
+		at := time.Duration(i) * interval
+		if at >= d {
+			break
+		}
+		if err := sleepCtx(ctx, time.Until(start.Add(at))); err != nil {
+			return err
+		}
+		s.provWG.Add(1)
+		go s.provision(ctx, record)
+	}
+	s.provWG.Wait()
+	return s.err()
+}
+
+func (s *soak) provision(ctx context.Context, record bool) {
+	defer s.provWG.Done()
+	id := newUUID()
+	err := pgx.BeginFunc(ctx, s.hpool, func(tx pgx.Tx) error {
+		if err := request(ctx, tx, s.ins, id); err != nil {
+			return err
+		}
+		if record {
+			s.pending.Store(id, time.Now()) // before COMMIT, as figure 4
+		}
+		return nil
+	})
+	if err != nil {
+		s.pending.Delete(id)
+		s.fail(fmt.Errorf("provision request: %w", err))
+		return
+	}
+	s.provisioned.Add(1)
+}
+
+func (s *soak) terminate(ctx context.Context, id string) {
+	defer s.termWG.Done()
+	err := pgx.BeginFunc(ctx, s.hpool, func(tx pgx.Tx) error {
+		_, err := jobs.RequestTerminate(ctx, tx, s.ins, jobs.TerminateRequest{WorkspaceID: id, Actor: "bench"})
+		return err
+	})
+	if err != nil {
+		s.fail(fmt.Errorf("terminate request: %w", err))
+	}
+}
+
+// arrived is the CP's provision hook: a tracked request's pickup ends here.
+func (s *soak) arrived(ws string, at time.Time) {
+	v, ok := s.pending.LoadAndDelete(ws)
+	if !ok {
+		return
+	}
+	start := v.(time.Time)
+	s.mu.Lock()
+	s.pickups = append(s.pickups, pickupSample{at: start.Sub(s.t0), d: at.Sub(start)})
+	s.mu.Unlock()
+}
+
+// consume follows completions: a completed provision gets its terminate.
+func (s *soak) consume(ctx context.Context) {
+	defer close(s.consumeDone)
+	for {
+		var ev *river.Event
+		select {
+		case ev = <-s.events:
+		case <-s.stopConsume:
+			return
+		}
+		if ev == nil {
+			return // subscription closed
+		}
+		switch {
+		case ev.Kind == river.EventKindJobFailed:
+			s.failures.Add(1)
+		case ev.Job.Kind == jobs.KindProvision:
+			var args struct {
+				WorkspaceID string `json:"workspace_id"`
+			}
+			if err := json.Unmarshal(ev.Job.EncodedArgs, &args); err != nil {
+				s.fail(fmt.Errorf("provision job args: %w", err))
+				continue
+			}
+			s.provDone.Add(1)
+			s.termWG.Add(1)
+			go s.terminate(ctx, args.WorkspaceID)
+		case ev.Job.Kind == jobs.KindTerminate:
+			s.termDone.Add(1)
+		}
+		select {
+		case s.progress <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drain waits until every provision committed so far has run and its
+// terminate has run too.
+func (s *soak) drain(ctx context.Context) error {
+	timeout := time.NewTimer(s.sc.SoakDrainTimeout)
+	defer timeout.Stop()
+	for s.termDone.Load() < s.provisioned.Load() {
+		select {
+		case <-s.progress:
+		case <-timeout.C:
+			return fmt.Errorf("drain: after %v, %d of %d provisions and %d terminates done",
+				s.sc.SoakDrainTimeout, s.provDone.Load(), s.provisioned.Load(), s.termDone.Load())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := s.err(); err != nil {
+			return err
+		}
+	}
+	// Every provision's completion was seen, so no terminate starts
+	// after this; wait for the last ones' goroutines to return.
+	s.termWG.Wait()
+	return s.err()
+}
+
+// sampleDepth counts available and running jobs every SoakDepthEvery
+// until the returned function is called, which returns the samples.
+func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
+	var samples []float64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.sc.SoakDepthEvery)
+		defer t.Stop()
+		for {
+			var n int64
+			err := s.db.QueryRow(ctx, benchStore.Q(`
+				SELECT count(*) FROM {schema}.river_job WHERE state IN ('available', 'running')`)).Scan(&n)
+			if err != nil {
+				s.fail(fmt.Errorf("queue depth: %w", err))
+				return
+			}
+			samples = append(samples, float64(n))
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() []float64 {
+		close(stop)
+		<-done
+		return samples
+	}
+}
+
+// windows splits the pickups by commit time: the first and the last
+// window of the run (30 s, or a quarter of a shorter run).
+func (s *soak) windows(d time.Duration) (first, last []time.Duration) {
+	w := min(30*time.Second, d/4)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pickups {
+		if p.at < w {
+			first = append(first, p.d)
+		}
+		if p.at >= d-w {
+			last = append(last, p.d)
+		}
+	}
+	return first, last
+}
+
+// settled drops idle CP connections, collects garbage and waits for the
+// goroutine count to stop moving, then returns it with HeapInuse.
+func (s *soak) settled() (int, uint64) {
+	if s.cp != nil {
+		s.cp.dropIdleConns()
+	}
+	n, same := runtime.NumGoroutine(), 0
+	for deadline := time.Now().Add(3 * time.Second); same < 5 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // goroutines end without a signal to wait on
+		m := runtime.NumGoroutine()
+		if m == n {
+			same++
+		} else {
+			n, same = m, 0
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return n, ms.HeapInuse
+}
+
+func (s *soak) fail(err error) { s.firstErr.CompareAndSwap(nil, &err) }
+
+func (s *soak) err() error {
+	if p := s.firstErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func depthNote(every time.Duration, samples []float64) string {
+	parts := make([]string, len(samples))
+	for i, v := range samples {
+		parts[i] = FormatValue(v)
+	}
+	return fmt.Sprintf("soak_queue_depth every %v (available+running jobs): %s", every, strings.Join(parts, " "))
+}
+
+func mb(b uint64) float64 { return float64(b) / (1 << 20) }
