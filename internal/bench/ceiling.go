@@ -23,8 +23,8 @@ func (ceilingArgs) Kind() string { return "bench_ceiling" }
 // ceilingWorker is the cheapest transactional River worker there is: per
 // job, one transaction that updates one row and completes the job with
 // JobCompleteTx. Any worker that commits a row change together with its
-// completion (invariant 3) pays at least this; what the worker costs above
-// it is what this project adds.
+// completion (invariant "completion-checked commit") pays at least this;
+// what the worker costs above it is what this project adds.
 type ceilingWorker struct {
 	river.WorkerDefaults[ceilingArgs]
 	pool *pgxpool.Pool
