@@ -82,7 +82,7 @@ func (st *Store) LockForRecord(ctx context.Context, tx DB, id, instanceID string
 	var condemned bool
 	err := st.on(tx).QueryRow(ctx, `
 		SELECT `+workspaceColumns+`,
-			EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = 'instance_terminate'
+			EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = `+instanceTerminateKind+`
 				AND args @> jsonb_build_object('instance_id', $2::text) AND state IN `+liveJobStates+`)
 		FROM {schema}.workspaces WHERE id = $1 FOR UPDATE`, id, instanceID).
 		Scan(&ws.ID, &ws.Status, &ws.Desired, &ws.InstanceID, &ws.Generation, &ws.Nonce,

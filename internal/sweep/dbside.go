@@ -35,7 +35,7 @@ func (r *run) sweepDB(ctx context.Context) error {
 	r.res.ExaminedRows = n
 	after := ""
 	for {
-		rows, err := r.d.Store.SuspectRows(ctx, r.d.Pool, r.d.Kinds, r.s.ProvisioningDeadline, after, r.s.PageSize)
+		rows, err := r.d.Store.SuspectRows(ctx, r.d.Pool, r.s.ProvisioningDeadline, after, r.s.PageSize)
 		if err != nil {
 			return err
 		}
@@ -56,7 +56,7 @@ func (r *run) sweepDB(ctx context.Context) error {
 func (r *run) sweepDeadInstanceTerminates(ctx context.Context) error {
 	after := ""
 	for {
-		dead, err := r.d.Store.DeadInstanceTerminates(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, after, r.s.PageSize)
+		dead, err := r.d.Store.DeadInstanceTerminates(ctx, r.d.Pool, obs.EvOrphanTerminated, after, r.s.PageSize)
 		if err != nil {
 			return err
 		}
@@ -95,7 +95,7 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 		if _, err := r.d.Store.Lock(ctx, tx, d.WorkspaceID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		still, err := r.d.Store.StillDeadInstanceTerminate(ctx, tx, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, d.JobID)
+		still, err := r.d.Store.StillDeadInstanceTerminate(ctx, tx, obs.EvOrphanTerminated, d.JobID)
 		if err != nil || !still {
 			outcome = outChanged
 			return err
@@ -192,7 +192,7 @@ func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
 	}
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
-		cur, err := r.d.Store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
+		cur, err := r.d.Store.LockSuspect(ctx, tx, r.s.ProvisioningDeadline, row.ID)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur, r.hookErrors()) != class) {
 			outcome = outChanged
 			return nil
