@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
@@ -83,7 +84,7 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 		return
 	}
 	class := ClassInstanceTerminateDiscarded
-	if d.State == "cancelled" {
+	if d.State == string(rivertype.JobStateCancelled) {
 		class = ClassInstanceTerminateCancelled
 	}
 	r.found(class, d.WorkspaceID, d.InstanceID, map[string]any{"job_id": d.JobID})
@@ -140,14 +141,14 @@ func hookDiscarded(jobErr string, hookErrors []string) bool {
 // classifyRow names what is wrong with a row, or "". hookErrors are
 // Deps.EnvHookError and Deps.HookMissingError.
 func classifyRow(w store.SuspectRow, hookErrors []string) string {
-	hookDead := w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == "discarded" &&
+	hookDead := w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == string(rivertype.JobStateDiscarded) &&
 		hookDiscarded(w.DeadJobError, hookErrors)
 	switch {
 	case w.InstanceID != "" && (w.Status == store.StatusStopped || w.Status == store.StatusRemoved || w.Status == store.StatusFailed):
 		return ClassStaleInstanceOnRow
-	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == "discarded":
+	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == string(rivertype.JobStateDiscarded):
 		return ClassStoppingDiscarded
-	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == "cancelled":
+	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == string(rivertype.JobStateCancelled):
 		return ClassStoppingCancelled
 	case w.Status == store.StatusStopping && !w.LiveJob:
 		return ClassStoppingWithoutJob
