@@ -3,32 +3,33 @@ package jobs
 import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/molecule-ai/provision-worker/internal/riverjob"
 )
 
 // Job kinds. Deploy workers that know a kind before anything inserts it: a
-// River leader that does not know a kind discards its jobs.
+// River leader that does not know a kind discards its jobs. The values
+// live in internal/riverjob, which the SQL in internal/store reads too.
 const (
-	KindProvision         = "workspace_provision"
-	KindTerminate         = "workspace_terminate"
-	KindInstanceTerminate = "instance_terminate"
-	KindOrphanSweep       = "orphan_sweep"
+	KindProvision         = riverjob.KindProvision
+	KindTerminate         = riverjob.KindTerminate
+	KindInstanceTerminate = riverjob.KindInstanceTerminate
+	KindOrphanSweep       = riverjob.KindOrphanSweep
 )
 
 // Queues. Terminates have their own so a stop never waits behind a
 // 10,000-workspace import: invariant "stops never wait" (docs/design.md).
 const (
-	QueueProvision   = "provision"
-	QueueTerminate   = "terminate"
-	QueueMaintenance = "maintenance"
+	QueueProvision   = riverjob.QueueProvision
+	QueueTerminate   = riverjob.QueueTerminate
+	QueueMaintenance = riverjob.QueueMaintenance
 )
 
-// uniqueWhileLive is the unique window of every stop: deliberately without
-// `completed`. River's default includes it, which would silently skip a
-// second stop for the same workspace for the 24 h completed jobs are kept.
-var uniqueWhileLive = []rivertype.JobState{
-	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
-	rivertype.JobStateRetryable, rivertype.JobStateScheduled,
-}
+// uniqueWhileLive is the unique window of every stop: the live states,
+// deliberately without `completed`. River's default includes it, which
+// would silently skip a second stop for the same workspace for the 24 h
+// completed jobs are kept.
+var uniqueWhileLive = riverjob.LiveStates()
 
 // ProvisionArgs launches the instance of one generation of a workspace.
 // Args hold ids only (invariant "ids-only args", docs/design.md): River

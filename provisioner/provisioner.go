@@ -23,6 +23,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/httpapi"
 	"github.com/molecule-ai/provision-worker/internal/migrate"
 	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/internal/workerloop"
@@ -106,9 +107,8 @@ func build(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Worker, error)
 	w := &Worker{cfg: cfg, log: cfg.Logger, pool: pool, metrics: obs.NewMetrics()}
 	workerloop.ZeroSeries(w.metrics)
 	w.metrics.ClockSkew.Set(skew.Seconds())
-	w.dbStats = obs.NewDBCollector(store.MustFor(cfg.Settings.Schema), pool,
-		jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep).
-		WithQueues(jobs.QueueProvision, jobs.QueueTerminate, jobs.QueueMaintenance)
+	w.dbStats = obs.NewDBCollector(store.MustFor(cfg.Settings.Schema), pool, riverjob.Kinds()...).
+		WithQueues(riverjob.Queues()...)
 	w.metrics.Registry.MustRegister(w.dbStats)
 	cpCfg := cfg.CP.internal()
 	cpCfg.OnRequest = w.metrics.ObserveCP

@@ -37,7 +37,10 @@ const EvJobRetried = "job.retried"
 // retryStates are the states `--state` accepts. Completed is left out on
 // purpose: re-running a finished provision or stop is a new request, made
 // with `enqueue provision|terminate`, not a retry.
-var retryStates = map[string]bool{"discarded": true, "cancelled": true, "retryable": true, "scheduled": true}
+var retryStates = map[string]bool{
+	string(rivertype.JobStateDiscarded): true, string(rivertype.JobStateCancelled): true,
+	string(rivertype.JobStateRetryable): true, string(rivertype.JobStateScheduled): true,
+}
 
 // maxRetryLimit is River's bound on one list page.
 const maxRetryLimit = 10000

@@ -18,6 +18,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
+	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/migrations"
 )
@@ -151,7 +152,7 @@ func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
 func (m *Migrator) unfinishedJobs(ctx context.Context) (int64, error) {
 	var n int64
 	err := m.db.QueryRowContext(ctx,
-		m.st.Q(`SELECT count(*) FROM {schema}.river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')`)).Scan(&n)
+		m.st.Q(`SELECT count(*) FROM {schema}.river_job WHERE state NOT IN `+riverjob.InList(riverjob.FinalizedStates()))).Scan(&n)
 	return n, err
 }
 

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // The statements in this file each do what would otherwise take two or
@@ -39,7 +37,6 @@ func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64
 	jobID, attempt := jobRef(ev)
 	var envJSON []byte
 	var out ProvisionStart
-	ws := &out.Workspace
 	row := st.on(db).QueryRow(ctx, `
 		WITH ev AS (
 			INSERT INTO {schema}.workspace_events (workspace_id, event, job_id, attempt, actor, fields)
@@ -56,10 +53,8 @@ func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64
 			EXISTS (SELECT 1 FROM ev)
 		FROM {schema}.workspaces WHERE id = $1`,
 		id, gen, nonce, ev.Event, jobID, attempt, ev.Actor, fields, readEnv)
-	err = row.Scan(&ws.ID, &ws.Status, &ws.Desired, &ws.InstanceID, &ws.Generation, &ws.Nonce,
-		&ws.Runtime, &ws.Tier, &ws.PlatformURL, &ws.LastError, &ws.CreatedAt, &ws.UpdatedAt, &ws.StatusChangedAt,
-		&envJSON, &out.StoredEnv, &out.Pending)
-	if errors.Is(err, pgx.ErrNoRows) {
+	out.Workspace, err = scanWorkspace(row, &envJSON, &out.StoredEnv, &out.Pending)
+	if errors.Is(err, ErrNotFound) {
 		return ProvisionStart{}, ErrNotFound
 	}
 	if err != nil {
@@ -78,17 +73,13 @@ func (st *Store) StartProvision(ctx context.Context, db DB, id string, gen int64
 // LockForRecord locks a row (as Lock) and reports in the same round trip
 // whether a live instance_terminate has condemned instanceID.
 func (st *Store) LockForRecord(ctx context.Context, tx DB, id, instanceID string) (Workspace, bool, error) {
-	var ws Workspace
 	var condemned bool
-	err := st.on(tx).QueryRow(ctx, `
+	ws, err := scanWorkspace(st.on(tx).QueryRow(ctx, `
 		SELECT `+workspaceColumns+`,
-			EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = 'instance_terminate'
+			EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = `+instanceTerminateKind+`
 				AND args @> jsonb_build_object('instance_id', $2::text) AND state IN `+liveJobStates+`)
-		FROM {schema}.workspaces WHERE id = $1 FOR UPDATE`, id, instanceID).
-		Scan(&ws.ID, &ws.Status, &ws.Desired, &ws.InstanceID, &ws.Generation, &ws.Nonce,
-			&ws.Runtime, &ws.Tier, &ws.PlatformURL, &ws.LastError, &ws.CreatedAt, &ws.UpdatedAt, &ws.StatusChangedAt,
-			&condemned)
-	if errors.Is(err, pgx.ErrNoRows) {
+		FROM {schema}.workspaces WHERE id = $1 FOR UPDATE`, id, instanceID), &condemned)
+	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, false, ErrNotFound
 	}
 	if err != nil {

@@ -120,7 +120,7 @@ func (st *Store) StoppedInstances(ctx context.Context, db DB, workspaceID string
 func (st *Store) InstanceStoppedBefore(ctx context.Context, db DB, workspaceID, instanceID string, events []string) (bool, error) {
 	var ok bool
 	err := st.on(db).QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = 'instance_terminate'
+		SELECT EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = `+instanceTerminateKind+`
 				AND args @> jsonb_build_object('instance_id', $2::text))
 			OR EXISTS (SELECT 1 FROM {schema}.workspace_events e
 				WHERE e.workspace_id = $1 AND e.event = ANY($3) AND (e.fields->>'instance_id' = $2

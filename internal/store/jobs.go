@@ -18,9 +18,6 @@ type JobRef struct {
 	Attempted bool
 }
 
-// liveJobStates are the River states in which a job may still run.
-const liveJobStates = `('available', 'pending', 'running', 'retryable', 'scheduled')`
-
 // LiveJobs lists a workspace's jobs of kind that may still run. It matches
 // args with @> so River's GIN index on args serves it; every job is
 // inserted with the canonical id (CanonicalID), which is what it matches.
@@ -46,7 +43,7 @@ func (st *Store) LockLiveJobs(ctx context.Context, tx DB, kind, workspaceID stri
 func (st *Store) LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
 	return st.queryJobs(ctx, db, `
 		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
-		WHERE kind = 'instance_terminate' AND args @> jsonb_build_object('instance_id', $1::text)
+		WHERE kind = `+instanceTerminateKind+` AND args @> jsonb_build_object('instance_id', $1::text)
 			AND state IN `+liveJobStates+` ORDER BY id`, instanceID)
 }
 

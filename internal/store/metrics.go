@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	"github.com/riverqueue/river/rivertype"
 )
 
 // QueueStats is what the database says about the queue and the fleet, for
@@ -65,7 +67,7 @@ func (s *QueueStats) readJobs(ctx context.Context, db DB) error {
 			return fmt.Errorf("store: scan job stats: %w", err)
 		}
 		s.JobsByKindState[[2]string{kind, state}] = n
-		if state == "available" {
+		if state == string(rivertype.JobStateAvailable) {
 			s.OldestAvailableSeconds[kind] = max(age, 0)
 		}
 	}

@@ -49,14 +49,6 @@ func (st *Store) CountWorkspaces(ctx context.Context, db DB) (int, error) {
 	return n, nil
 }
 
-// SweepKinds names the job kinds the sweep's queries look for (package
-// jobs owns the names; store does not import it).
-type SweepKinds struct {
-	Provision         string
-	Terminate         string
-	InstanceTerminate string
-}
-
 // SuspectRow is a row the database side of the sweep may have to re-drive,
 // with the job facts that decide it.
 type SuspectRow struct {
@@ -77,15 +69,14 @@ type SuspectRow struct {
 }
 
 // suspectSelect reads suspects with their job facts. $1 is the
-// provisioning deadline, $2 the provision kind, $3 the terminate kind. The
-// job lookups use args @> so River's GIN index on args serves them, and
+// provisioning deadline. The job lookups use args @> so River's GIN index on args serves them, and
 // run only for the few rows the WHERE clause keeps.
-const suspectSelect = `
+var suspectSelect = `
 	SELECT w.id::text, w.status, w.desired_state, coalesce(w.instance_id, ''), w.generation, w.status_changed_at,
 		w.status_changed_at < now() - $1::interval,
 		CASE WHEN w.status IN ('stopping', 'provisioning') THEN EXISTS (
 			SELECT 1 FROM {schema}.river_job j
-			WHERE j.kind = CASE WHEN w.status = 'provisioning' THEN $2 ELSE $3 END
+			WHERE j.kind = CASE WHEN w.status = 'provisioning' THEN ` + provisionKind + ` ELSE ` + terminateKind + ` END
 				AND j.args @> jsonb_build_object('workspace_id', w.id::text)
 				AND j.state IN ` + liveJobStates + `) ELSE false END,
 		coalesce(d.id, 0), coalesce(d.state::text, ''),
@@ -93,11 +84,11 @@ const suspectSelect = `
 	FROM {schema}.workspaces w
 	LEFT JOIN LATERAL (
 		SELECT j.id, j.state, j.errors FROM {schema}.river_job j
-		WHERE ((w.status = 'stopping' AND j.kind = $3
+		WHERE ((w.status = 'stopping' AND j.kind = ` + terminateKind + `
 				AND j.args @> jsonb_build_object('workspace_id', w.id::text))
-			OR (w.status = 'provisioning' AND j.kind = $2
+			OR (w.status = 'provisioning' AND j.kind = ` + provisionKind + `
 				AND j.args @> jsonb_build_object('workspace_id', w.id::text, 'generation', w.generation)))
-			AND j.state IN ('discarded', 'cancelled')
+			AND j.state IN ` + deadJobStates + `
 		ORDER BY j.id DESC LIMIT 1) d ON true`
 
 // suspectWhere keeps rows that hold an instance id they should not, rows
@@ -110,14 +101,14 @@ const suspectWhere = `(
 // SuspectRows reads one page of suspects after the id after ("" for the
 // first page), in id order: keyset paging, so memory stays flat however
 // many rows there are and rows changed by the sweep are never revisited.
-func (st *Store) SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadline time.Duration, after string, limit int) ([]SuspectRow, error) {
-	args := []any{interval(deadline), kinds.Provision, kinds.Terminate, limit}
+func (st *Store) SuspectRows(ctx context.Context, db DB, deadline time.Duration, after string, limit int) ([]SuspectRow, error) {
+	args := []any{interval(deadline), limit}
 	keyset := ""
 	if after != "" {
-		keyset = ` AND w.id > $5::uuid`
+		keyset = ` AND w.id > $3::uuid`
 		args = append(args, after)
 	}
-	rows, err := st.on(db).Query(ctx, suspectSelect+` WHERE `+suspectWhere+keyset+` ORDER BY w.id LIMIT $4`, args...)
+	rows, err := st.on(db).Query(ctx, suspectSelect+` WHERE `+suspectWhere+keyset+` ORDER BY w.id LIMIT $2`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: read sweep suspects: %w", err)
 	}
@@ -139,9 +130,9 @@ func (st *Store) SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadl
 // LockSuspect re-reads one row and its job facts under FOR UPDATE, the
 // lock every transition takes, so the sweep decides again on what is
 // committed now rather than on its page read.
-func (st *Store) LockSuspect(ctx context.Context, tx DB, kinds SweepKinds, deadline time.Duration, id string) (SuspectRow, error) {
-	row := st.on(tx).QueryRow(ctx, suspectSelect+` WHERE w.id = $4::uuid FOR UPDATE OF w`,
-		interval(deadline), kinds.Provision, kinds.Terminate, id)
+func (st *Store) LockSuspect(ctx context.Context, tx DB, deadline time.Duration, id string) (SuspectRow, error) {
+	row := st.on(tx).QueryRow(ctx, suspectSelect+` WHERE w.id = $2::uuid FOR UPDATE OF w`,
+		interval(deadline), id)
 	s, err := scanSuspect(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return SuspectRow{}, ErrNotFound
@@ -173,16 +164,16 @@ type InstanceOwner struct {
 
 // InstanceOwners looks up one CP page in one query: for each listed
 // (instance, workspace) pair, whether the workspace has a row and whether
-// any row records the instance, and whether a live job of
-// instanceTerminateKind already holds it. Keyed by instance id.
-func (st *Store) InstanceOwners(ctx context.Context, db DB, instanceTerminateKind string, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
+// any row records the instance, and whether a live instance_terminate
+// already holds it. Keyed by instance id.
+func (st *Store) InstanceOwners(ctx context.Context, db DB, instanceIDs, workspaceIDs []string) (map[string]InstanceOwner, error) {
 	rows, err := st.on(db).Query(ctx, `
 		SELECT i.iid, w.id IS NOT NULL, coalesce(w.status, ''), coalesce(w.instance_id, ''),
 			EXISTS (SELECT 1 FROM {schema}.workspaces r WHERE r.instance_id = i.iid),
-			EXISTS (SELECT 1 FROM {schema}.river_job j WHERE j.kind = $3
+			EXISTS (SELECT 1 FROM {schema}.river_job j WHERE j.kind = `+instanceTerminateKind+`
 				AND j.args @> jsonb_build_object('instance_id', i.iid) AND j.state IN `+liveJobStates+`)
 		FROM unnest($1::text[], $2::uuid[]) AS i(iid, wid)
-		LEFT JOIN {schema}.workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs, instanceTerminateKind)
+		LEFT JOIN {schema}.workspaces w ON w.id = i.wid`, instanceIDs, workspaceIDs)
 	if err != nil {
 		return nil, fmt.Errorf("store: look up listed instances: %w", err)
 	}
@@ -257,21 +248,21 @@ type DeadInstanceTerminate struct {
 }
 
 // deadInstanceTerminateSelect reads dead instance_terminate jobs, newest
-// per instance. $1 is the kind, $2 the "terminated" event name. Jobs with
+// per instance. $1 is the "terminated" event name. Jobs with
 // malformed ids (cancelled by the worker's own args check) are left out:
 // re-running them could never succeed.
-const deadInstanceTerminateSelect = `
+var deadInstanceTerminateSelect = `
 	SELECT DISTINCT ON (j.args->>'instance_id') j.id, j.state::text, lower(j.args->>'workspace_id'), j.args->>'instance_id'
 	FROM {schema}.river_job j
-	WHERE j.kind = $1 AND j.state IN ('discarded', 'cancelled')
+	WHERE j.kind = ` + instanceTerminateKind + ` AND j.state IN ` + deadJobStates + `
 		AND j.args->>'instance_id' ~ '^i-[0-9a-f]{8,17}$'
 		AND j.args->>'workspace_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-		AND NOT EXISTS (SELECT 1 FROM {schema}.river_job k WHERE k.kind = $1
+		AND NOT EXISTS (SELECT 1 FROM {schema}.river_job k WHERE k.kind = ` + instanceTerminateKind + `
 			AND k.args @> jsonb_build_object('instance_id', j.args->>'instance_id') AND k.state IN ` + liveJobStates + `)
 		AND NOT EXISTS (SELECT 1 FROM {schema}.workspaces w WHERE w.instance_id = j.args->>'instance_id')
 		AND NOT EXISTS (SELECT 1 FROM {schema}.workspace_events e
 			WHERE e.workspace_id = CASE WHEN j.args->>'workspace_id' ~* '^[0-9a-f-]{36}$' THEN (j.args->>'workspace_id')::uuid END
-				AND e.event = $2 AND e.fields->>'instance_id' = j.args->>'instance_id')`
+				AND e.event = $1 AND e.fields->>'instance_id' = j.args->>'instance_id')`
 
 // deadInstanceTerminateRowExists is true when the job's workspace has a
 // row here. Only such jobs are re-run: the worker's own hand-offs always
@@ -283,12 +274,12 @@ const deadInstanceTerminateRowExists = `EXISTS (SELECT 1 FROM {schema}.workspace
 
 // DeadInstanceTerminates reads one page of them after instance id after
 // ("" for the first page), in instance id order (keyset paging).
-func (st *Store) DeadInstanceTerminates(ctx context.Context, db DB, kind, terminatedEvent, after string, limit int) ([]DeadInstanceTerminate, error) {
+func (st *Store) DeadInstanceTerminates(ctx context.Context, db DB, terminatedEvent, after string, limit int) ([]DeadInstanceTerminate, error) {
 	rows, err := st.on(db).Query(ctx, `SELECT d.*, EXISTS (SELECT 1 FROM {schema}.workspaces w WHERE w.id = d.workspace_id::uuid)
 		FROM (`+deadInstanceTerminateSelect+`
-		AND j.args->>'instance_id' > $3
-		ORDER BY j.args->>'instance_id', j.id DESC LIMIT $4) d(id, state, workspace_id, instance_id)
-		ORDER BY d.instance_id`, kind, terminatedEvent, after, limit)
+		AND j.args->>'instance_id' > $2
+		ORDER BY j.args->>'instance_id', j.id DESC LIMIT $3) d(id, state, workspace_id, instance_id)
+		ORDER BY d.instance_id`, terminatedEvent, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: read dead instance terminates: %w", err)
 	}
@@ -310,12 +301,12 @@ func (st *Store) DeadInstanceTerminates(ctx context.Context, db DB, kind, termin
 // StillDeadInstanceTerminate re-reads job jobID under FOR UPDATE and
 // reports whether it is still a dead instance_terminate to re-run (its
 // workspace's row still exists).
-func (st *Store) StillDeadInstanceTerminate(ctx context.Context, tx DB, kind, terminatedEvent string, jobID int64) (bool, error) {
+func (st *Store) StillDeadInstanceTerminate(ctx context.Context, tx DB, terminatedEvent string, jobID int64) (bool, error) {
 	var id int64
 	err := st.on(tx).QueryRow(ctx, `SELECT r.id FROM (`+deadInstanceTerminateSelect+`
-		AND j.id = $3 AND `+deadInstanceTerminateRowExists+`) d(id, state, workspace_id, instance_id)
+		AND j.id = $2 AND `+deadInstanceTerminateRowExists+`) d(id, state, workspace_id, instance_id)
 		JOIN {schema}.river_job r ON r.id = d.id FOR UPDATE OF r`,
-		kind, terminatedEvent, jobID).Scan(&id)
+		terminatedEvent, jobID).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}

@@ -61,13 +61,19 @@ type Workspace struct {
 	StatusChangedAt time.Time
 }
 
+// workspaceColumns are a Workspace's columns in the order scanWorkspace
+// reads them: every statement that returns a row selects these first, so
+// a column added to Workspace is added here and in scanWorkspace only.
 const workspaceColumns = `id::text, status, desired_state, coalesce(instance_id, ''), generation,
 	provision_nonce, runtime, tier, platform_url, coalesce(last_error, ''), created_at, updated_at, status_changed_at`
 
-func scanWorkspace(row pgx.Row) (Workspace, error) {
+// scanWorkspace reads a row that starts with workspaceColumns; extra
+// receive the columns a statement selects after them. No row is
+// ErrNotFound.
+func scanWorkspace(row pgx.Row, extra ...any) (Workspace, error) {
 	var w Workspace
-	err := row.Scan(&w.ID, &w.Status, &w.Desired, &w.InstanceID, &w.Generation, &w.Nonce,
-		&w.Runtime, &w.Tier, &w.PlatformURL, &w.LastError, &w.CreatedAt, &w.UpdatedAt, &w.StatusChangedAt)
+	err := row.Scan(append([]any{&w.ID, &w.Status, &w.Desired, &w.InstanceID, &w.Generation, &w.Nonce,
+		&w.Runtime, &w.Tier, &w.PlatformURL, &w.LastError, &w.CreatedAt, &w.UpdatedAt, &w.StatusChangedAt}, extra...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Workspace{}, ErrNotFound
 	}

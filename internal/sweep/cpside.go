@@ -10,6 +10,7 @@ import (
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/store"
 )
 
@@ -109,7 +110,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	if len(live) == 0 {
 		return nil
 	}
-	owners, err := r.d.Store.InstanceOwners(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, ids, wss)
+	owners, err := r.d.Store.InstanceOwners(ctx, r.d.Pool, ids, wss)
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func (r *run) classifyPage(ctx context.Context, page []cp.Instance, sc *cpScan) 
 	if len(old) == 0 {
 		return nil
 	}
-	inFlight, err := r.d.Store.WorkspacesWithLiveJobs(ctx, r.d.Pool, r.d.Kinds.Provision, oldWS)
+	inFlight, err := r.d.Store.WorkspacesWithLiveJobs(ctx, r.d.Pool, riverjob.KindProvision, oldWS)
 	if err != nil {
 		return err
 	}
@@ -291,7 +292,7 @@ func (r *run) terminateInstance(ctx context.Context, c candidate) {
 			outcome = "changed"
 			return err
 		}
-		if live, err := r.d.Store.LiveJobs(ctx, tx, r.d.Kinds.Provision, c.ws); err != nil || len(live) > 0 {
+		if live, err := r.d.Store.LiveJobs(ctx, tx, riverjob.KindProvision, c.ws); err != nil || len(live) > 0 {
 			outcome = "changed"
 			return err
 		}

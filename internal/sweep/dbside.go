@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
@@ -35,7 +36,7 @@ func (r *run) sweepDB(ctx context.Context) error {
 	r.res.ExaminedRows = n
 	after := ""
 	for {
-		rows, err := r.d.Store.SuspectRows(ctx, r.d.Pool, r.d.Kinds, r.s.ProvisioningDeadline, after, r.s.PageSize)
+		rows, err := r.d.Store.SuspectRows(ctx, r.d.Pool, r.s.ProvisioningDeadline, after, r.s.PageSize)
 		if err != nil {
 			return err
 		}
@@ -56,7 +57,7 @@ func (r *run) sweepDB(ctx context.Context) error {
 func (r *run) sweepDeadInstanceTerminates(ctx context.Context) error {
 	after := ""
 	for {
-		dead, err := r.d.Store.DeadInstanceTerminates(ctx, r.d.Pool, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, after, r.s.PageSize)
+		dead, err := r.d.Store.DeadInstanceTerminates(ctx, r.d.Pool, obs.EvOrphanTerminated, after, r.s.PageSize)
 		if err != nil {
 			return err
 		}
@@ -83,7 +84,7 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 		return
 	}
 	class := ClassInstanceTerminateDiscarded
-	if d.State == "cancelled" {
+	if d.State == string(rivertype.JobStateCancelled) {
 		class = ClassInstanceTerminateCancelled
 	}
 	r.found(class, d.WorkspaceID, d.InstanceID, map[string]any{"job_id": d.JobID})
@@ -95,7 +96,7 @@ func (r *run) redriveInstanceTerminate(ctx context.Context, d store.DeadInstance
 		if _, err := r.d.Store.Lock(ctx, tx, d.WorkspaceID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		still, err := r.d.Store.StillDeadInstanceTerminate(ctx, tx, r.d.Kinds.InstanceTerminate, obs.EvOrphanTerminated, d.JobID)
+		still, err := r.d.Store.StillDeadInstanceTerminate(ctx, tx, obs.EvOrphanTerminated, d.JobID)
 		if err != nil || !still {
 			outcome = outChanged
 			return err
@@ -140,14 +141,14 @@ func hookDiscarded(jobErr string, hookErrors []string) bool {
 // classifyRow names what is wrong with a row, or "". hookErrors are
 // Deps.EnvHookError and Deps.HookMissingError.
 func classifyRow(w store.SuspectRow, hookErrors []string) string {
-	hookDead := w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == "discarded" &&
+	hookDead := w.Status == store.StatusProvisioning && w.PastDeadline && !w.LiveJob && w.DeadJobState == string(rivertype.JobStateDiscarded) &&
 		hookDiscarded(w.DeadJobError, hookErrors)
 	switch {
 	case w.InstanceID != "" && (w.Status == store.StatusStopped || w.Status == store.StatusRemoved || w.Status == store.StatusFailed):
 		return ClassStaleInstanceOnRow
-	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == "discarded":
+	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == string(rivertype.JobStateDiscarded):
 		return ClassStoppingDiscarded
-	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == "cancelled":
+	case w.Status == store.StatusStopping && !w.LiveJob && w.DeadJobState == string(rivertype.JobStateCancelled):
 		return ClassStoppingCancelled
 	case w.Status == store.StatusStopping && !w.LiveJob:
 		return ClassStoppingWithoutJob
@@ -192,7 +193,7 @@ func (r *run) redrive(ctx context.Context, row store.SuspectRow) {
 	}
 	outcome := ""
 	err := pgx.BeginFunc(ctx, r.d.Pool, func(tx pgx.Tx) error {
-		cur, err := r.d.Store.LockSuspect(ctx, tx, r.d.Kinds, r.s.ProvisioningDeadline, row.ID)
+		cur, err := r.d.Store.LockSuspect(ctx, tx, r.s.ProvisioningDeadline, row.ID)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && classifyRow(cur, r.hookErrors()) != class) {
 			outcome = outChanged
 			return nil

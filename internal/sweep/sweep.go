@@ -43,8 +43,7 @@ type Deps struct {
 	Pool    *pgxpool.Pool
 	Store   *store.Store // the schema the sweep reads and writes
 	CP      cp.API
-	Jobs    Jobs             // may be nil on a dry run
-	Kinds   store.SweepKinds // InstanceTerminate included
+	Jobs    Jobs // may be nil on a dry run
 	Log     zerolog.Logger
 	Metrics *obs.Metrics // nil: no metrics
 	// OnFailed, when set, runs in the transaction that marks a row stuck

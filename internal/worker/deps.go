@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -80,11 +82,7 @@ func finalNotCompleted(err error) bool {
 	if !errors.As(err, &nc) {
 		return false
 	}
-	switch nc.state {
-	case rivertype.JobStateCancelled, rivertype.JobStateDiscarded, rivertype.JobStateCompleted:
-		return true
-	}
-	return false
+	return slices.Contains(riverjob.FinalizedStates(), nc.state)
 }
 
 // actorWorker marks timeline lines written by a worker.

@@ -55,8 +55,7 @@ func runSweep(ctx context.Context, deps *Deps, client *jobs.Client, s sweep.Sett
 		return sweep.Result{}, err
 	}
 	d := sweep.Deps{Pool: deps.Pool, Store: st, CP: deps.CP, Log: deps.Log, Metrics: deps.Metrics, EnvHookError: jobs.ErrEnvHook.Error(),
-		HookMissingError: jobs.ErrHookMissing.Error(),
-		Kinds:            store.SweepKinds{Provision: jobs.KindProvision, Terminate: jobs.KindTerminate, InstanceTerminate: jobs.KindInstanceTerminate}}
+		HookMissingError: jobs.ErrHookMissing.Error()}
 	if client != nil {
 		d.Jobs = sweepJobs{client: client}
 	}

@@ -2,6 +2,7 @@ package workerloop
 
 import (
 	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/sweep"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -14,7 +15,7 @@ import (
 // the worker starts (deploy/prometheus/alerts.yml relies on it, and its
 // test scrapes a fresh worker for every name the rules use).
 var (
-	seriesKinds    = []string{jobs.KindProvision, jobs.KindTerminate, jobs.KindInstanceTerminate, jobs.KindOrphanSweep}
+	seriesKinds    = riverjob.Kinds()
 	seriesOutcomes = []string{"completed", "retried", "snoozed", "cancelled", "discarded"}
 	seriesRoutes   = []string{"provision", "terminate", "status", "console", "list"}
 	seriesCodes    = []string{"2xx", "4xx", "5xx", "error"}

@@ -75,7 +75,7 @@ func jobOutcome(ev *river.Event) string {
 	case river.EventKindJobCancelled:
 		return "cancelled"
 	}
-	if ev.Job.State == "discarded" {
+	if ev.Job.State == rivertype.JobStateDiscarded {
 		return "discarded"
 	}
 	return "retried"
