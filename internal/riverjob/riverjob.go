@@ -32,7 +32,7 @@ func Kinds() []string {
 }
 
 // Queues. Terminates have their own so a stop never waits behind a
-// 10,000-workspace import (invariant 8).
+// 10,000-workspace import: invariant "stops never wait" (docs/design.md).
 const (
 	QueueProvision   = "provision"
 	QueueTerminate   = "terminate"
