@@ -34,6 +34,7 @@ var expectedLines = []string{
 	"throughput_run3_worker_vs_ceiling_ratio", "throughput_run3_worker_vs_bare_ratio",
 	"throughput_bare_river_jobs_per_s", "throughput_ceiling_jobs_per_s", "throughput_worker_jobs_per_s",
 	"throughput_bare_river_queries_per_job", "throughput_ceiling_queries_per_job", "throughput_worker_queries_per_job",
+	"throughput_bare_river_round_trips_per_job", "throughput_ceiling_round_trips_per_job", "throughput_worker_round_trips_per_job",
 	"throughput_worker_vs_ceiling_ratio", "throughput_worker_vs_bare_ratio",
 	"pickup_prod_p50", "pickup_prod_p99", "pickup_prod_idle_queries_per_s",
 	"pickup_river_defaults_p50", "pickup_river_defaults_p99", "pickup_river_defaults_idle_queries_per_s",

@@ -173,15 +173,30 @@ func idleQueryRate(ctx context.Context, c *queryCounter, window time.Duration) (
 	return float64(c.n.Load()-before) / time.Since(start).Seconds(), nil
 }
 
-// queryCounter counts the queries a pool sends.
-type queryCounter struct{ n atomic.Int64 }
+// queryCounter counts the statements a pool sends (n) and the round trips
+// they take (trips). A pipelined batch is one round trip however many
+// statements it holds; pgx traces its statements through the BatchTracer
+// methods only, so without them a batched statement would go uncounted.
+type queryCounter struct{ n, trips atomic.Int64 }
 
 func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	q.n.Add(1)
+	q.trips.Add(1)
 	return ctx
 }
 
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (q *queryCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	q.trips.Add(1)
+	return ctx
+}
+
+func (q *queryCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	q.n.Add(1)
+}
+
+func (q *queryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // tracedPool opens a second pool on pool's database, with pool's
 // settings, whose queries c traces (counts or times).

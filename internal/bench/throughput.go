@@ -118,7 +118,7 @@ var contenders = []contender{
 // throughputRun is one three-way comparison: per contender, jobs per
 // second and statements per job.
 type throughputRun struct {
-	rate, queries map[string]float64
+	rate, queries, trips map[string]float64
 }
 
 func (r throughputRun) ratio(a, b string) float64 { return r.rate[a] / r.rate[b] }
@@ -162,6 +162,9 @@ func Throughput(ctx context.Context, env *Env) ([]Result, error) {
 	for _, c := range contenders {
 		out = append(out, Result{"throughput_" + c.name + "_queries_per_job", med(func(r throughputRun) float64 { return r.queries[c.name] }), "count"})
 	}
+	for _, c := range contenders {
+		out = append(out, Result{"throughput_" + c.name + "_round_trips_per_job", med(func(r throughputRun) float64 { return r.trips[c.name] }), "count"})
+	}
 	// The ratios are the medians of each run's own ratio: the contenders of
 	// one run share the machine's state, those of different runs need not.
 	return append(out,
@@ -173,7 +176,7 @@ func Throughput(ctx context.Context, env *Env) ([]Result, error) {
 // throughputOnce runs every contender once on a fresh database, starting
 // with contender number run (mod their count), each on its own counted pool.
 func throughputOnce(ctx context.Context, env *Env, run int) (throughputRun, error) {
-	r := throughputRun{rate: map[string]float64{}, queries: map[string]float64{}}
+	r := throughputRun{rate: map[string]float64{}, queries: map[string]float64{}, trips: map[string]float64{}}
 	db, err := env.NewDB(ctx)
 	if err != nil {
 		return r, err
@@ -193,7 +196,8 @@ func throughputOnce(ctx context.Context, env *Env, run int) (throughputRun, erro
 		}
 		r.rate[c.name] = perSecond(2*n, d)
 		r.queries[c.name] = float64(q.n.Load()) / float64(2*n)
-		env.logf("throughput run %d: %s %.0f jobs/s, %.2f statements/job", run+1, c.name, r.rate[c.name], r.queries[c.name])
+		r.trips[c.name] = float64(q.trips.Load()) / float64(2*n)
+		env.logf("throughput run %d: %s %.0f jobs/s, %.2f statements/job, %.2f round trips/job", run+1, c.name, r.rate[c.name], r.queries[c.name], r.trips[c.name])
 	}
 	return r, nil
 }
