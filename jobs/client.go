@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -77,6 +78,19 @@ func (o Options) WithDefaults(s Settings) Options {
 // worker may still be finishing it.
 func DefaultRescueAfter(s Settings) time.Duration {
 	return max(s.ProvisionTimeout, s.TerminateTimeout) + time.Minute
+}
+
+// CheckRescueAfter refuses a rescueAfter that does not exceed the largest
+// job timeout of s (zero fields as their defaults): River's rescuer would
+// start a second attempt while the first may still be calling the CP.
+// The worker's settings check (RESCUE_AFTER, exit 2) and the worker
+// client both ask this, so they cannot disagree.
+func CheckRescueAfter(rescueAfter time.Duration, s Settings) error {
+	s = s.withDefaults()
+	if rescueAfter <= max(s.ProvisionTimeout, s.TerminateTimeout) {
+		return fmt.Errorf("RESCUE_AFTER (%s) must exceed PROVISION_TIMEOUT and TERMINATE_TIMEOUT", rescueAfter)
+	}
+	return nil
 }
 
 // quietLogger drops River's info chatter; warnings and errors still show.

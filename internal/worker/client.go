@@ -60,8 +60,8 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.C
 			return nil, err
 		}
 	}
-	if opts.RescueAfter <= max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout) {
-		return nil, fmt.Errorf("rescue-after %s must exceed the job timeouts", opts.RescueAfter)
+	if err := jobs.CheckRescueAfter(opts.RescueAfter, deps.Settings); err != nil {
+		return nil, err
 	}
 	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
 	if err != nil {

@@ -125,8 +125,8 @@ func (c *Config) Check() error {
 	if err := c.Settings.Validate(c.CP.Timeout); err != nil {
 		return fmt.Errorf("%w: %w (PROVISION_TIMEOUT/TERMINATE_TIMEOUT vs CP_TIMEOUT)", config.ErrUsage, err)
 	}
-	if c.Options.RescueAfter <= max(c.Settings.ProvisionTimeout, c.Settings.TerminateTimeout) {
-		return fmt.Errorf("%w: RESCUE_AFTER (%s) must exceed PROVISION_TIMEOUT and TERMINATE_TIMEOUT", config.ErrUsage, c.Options.RescueAfter)
+	if err := jobs.CheckRescueAfter(c.Options.RescueAfter, c.Settings); err != nil {
+		return fmt.Errorf("%w: %w", config.ErrUsage, err)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("%w: SHUTDOWN_TIMEOUT must be a positive duration", config.ErrUsage)
