@@ -89,9 +89,11 @@ func TestRestart_RetryNeverAdoptsTheInstanceTheRestartStopped(t *testing.T) {
 		{"first attempt 5xx", func(e *jobtest.Env, _ *eventualCP) { e.CP.FailNext(cpfake.RouteProvision, 503, 1) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := jobtest.New(t, jobtest.Config{NoStart: true})
-			ecp := &eventualCP{API: e.API, fake: e.CP}
-			e.Deps.CP = ecp
+			var ecp *eventualCP
+			e := jobtest.New(t, jobtest.Config{NoStart: true, CP: func(e *jobtest.Env) cp.API {
+				ecp = &eventualCP{API: e.API, fake: e.CP}
+				return ecp
+			}})
 			e.Start()
 			id := uuid.NewString()
 			e.Provision(jobs.ProvisionRequest{WorkspaceID: id})

@@ -40,8 +40,7 @@ func TestTerminate_SeesInstancesWhateverTheCaseOfWorkspaceIDs(t *testing.T) {
 		{"CP echoes upper-case ids", func(s string) string { return s }, func(a cp.API) cp.API { return upperCaseEcho{a} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := jobtest.New(t, jobtest.Config{NoStart: true})
-			e.Deps.CP = tc.wrapCP(e.API)
+			e := jobtest.New(t, jobtest.Config{NoStart: true, CP: func(e *jobtest.Env) cp.API { return tc.wrapCP(e.API) }})
 			id := uuid.NewString()
 			inst := e.OldInstance(id) // launched, its answer lost: no id on the row
 			e.SeedRows(jobtest.Row{ID: id, Status: store.StatusStopping, Desired: store.DesiredStopped})
