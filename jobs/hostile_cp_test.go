@@ -149,9 +149,6 @@ func newHCWorld(t *testing.T, c hcCase) *hcWorld {
 	t.Helper()
 	w := &hcWorld{riverLogs: &jobtest.SafeBuffer{}}
 	riverLog := slog.New(slog.NewJSONHandler(w.riverLogs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	w.Env = jobtest.New(t, jobtest.Config{NoStart: true,
-		Settings: jobs.Settings{ProvisionMaxAttempts: 2, TerminateMaxAttempts: 2},
-		Options:  jobs.Options{Logger: riverLog}})
 	other := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		w.otherHits.Add(1)
 		w.elsewhere.Store(r.Header.Get("Authorization")+"|"+r.Header.Get("X-Molecule-Admin-Token"), true)
@@ -164,11 +161,16 @@ func newHCWorld(t *testing.T, c hcCase) *hcWorld {
 		c.serve(rw, r, other.URL)
 	}))
 	t.Cleanup(srv.Close)
-	api, err := cp.New(cp.Config{BaseURL: srv.URL, OrgID: jobtest.OrgID, SharedSecret: jobtest.SharedSecret,
-		AdminToken: jobtest.AdminToken, AdminAPIKey: jobtest.AdminAPIKey, Timeout: c.cpTimeout,
-		OnRequest: w.Metrics.ObserveCP})
-	require.NoError(t, err)
-	w.Deps.CP = api // before Start: the workers share this Deps
+	hostile := func(e *jobtest.Env) cp.API {
+		api, err := cp.New(cp.Config{BaseURL: srv.URL, OrgID: jobtest.OrgID, SharedSecret: jobtest.SharedSecret,
+			AdminToken: jobtest.AdminToken, AdminAPIKey: jobtest.AdminAPIKey, Timeout: c.cpTimeout,
+			OnRequest: e.Metrics.ObserveCP})
+		require.NoError(t, err)
+		return api
+	}
+	w.Env = jobtest.New(t, jobtest.Config{NoStart: true, CP: hostile,
+		Settings: jobs.Settings{ProvisionMaxAttempts: 2, TerminateMaxAttempts: 2},
+		Options:  jobs.Options{Logger: riverLog}})
 	w.Start()
 	return w
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,7 +51,7 @@ func insertConfig(settings Settings) (*river.Config, error) {
 		// FetchCooldown of the inserting client; at River's 100 ms a
 		// second request inside that window waited for the worker's
 		// 1 s poll (pickup p99 ~1.5 s at 20 requests/s).
-		FetchCooldown: 5 * time.Millisecond,
+		FetchCooldown: DefaultFetchCooldown,
 		Hooks:         []rivertype.Hook{&budget.Hook{For: settings.MaxAttempts}, &hookmeta.InsertHook{For: settings.NeedsHooks}},
 		Logger:        quietLogger(),
 		Middleware:    jobtrace.Middleware(), // carries the caller's span into the job

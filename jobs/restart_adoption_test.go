@@ -92,9 +92,11 @@ func TestRestart_RetryNeverAdoptsTheInstanceTheRestartStopped(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := jobtest.New(t, jobtest.Config{NoStart: true})
-			ecp := &eventualCP{API: e.API, fake: e.CP}
-			e.Deps.CP = ecp
+			var ecp *eventualCP
+			e := jobtest.New(t, jobtest.Config{NoStart: true, CP: func(e *jobtest.Env) cp.API {
+				ecp = &eventualCP{API: e.API, fake: e.CP}
+				return ecp
+			}})
 			e.Start()
 			id := uuid.NewString()
 			a := e.ProvisionRunning(jobs.ProvisionRequest{WorkspaceID: id}).InstanceID

@@ -43,7 +43,7 @@ func invalid(format string, args ...any) error {
 
 func validateWorkspaceID(id string) error {
 	if !cp.ValidWorkspaceID(id) {
-		return invalid("workspace id must be a UUID, got %q", truncate(id, 64))
+		return invalid("workspace id must be a UUID, got %q", safetext.Truncate(id, 64))
 	}
 	return nil
 }
@@ -93,7 +93,7 @@ func validateEnv(env map[string]string) error {
 	}
 	for k, v := range env {
 		if !envKeyPattern.MatchString(k) {
-			return invalid("env key %q must match %s", truncate(k, 64), envKeyPattern)
+			return invalid("env key %q must match %s", safetext.Truncate(k, 64), envKeyPattern)
 		}
 		// Values are never echoed: they may be secrets. Invalid UTF-8
 		// would not fail: jsonb encoding would silently store U+FFFD
@@ -103,11 +103,4 @@ func validateEnv(env map[string]string) error {
 		}
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -55,13 +55,15 @@ type Config struct {
 	OnOutcome jobs.OutcomeFunc
 }
 
-// Defaults a hand-built Config gets for zero fields: the command's.
+// Defaults a hand-built Config gets for zero fields: the command's,
+// declared once where the command's settings are (internal/workerenv,
+// jobs).
 const (
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultEventRetention  = 90 * 24 * time.Hour
+	DefaultShutdownTimeout = workerenv.DefaultShutdownTimeout
+	DefaultEventRetention  = workerenv.DefaultEventRetention
 	// DefaultFetchCooldown is the command's, not River's 100ms: pickup in
 	// ~13ms rather than ~50ms, at more queries.
-	DefaultFetchCooldown = 5 * time.Millisecond
+	DefaultFetchCooldown = jobs.DefaultFetchCooldown
 )
 
 // FromEnv reads a Config from the worker's environment variables (pass
@@ -129,11 +131,9 @@ func (c Config) withDefaults() Config {
 		c.Options.FetchCooldown = DefaultFetchCooldown
 	}
 	if c.Options.FetchPollInterval <= 0 {
-		c.Options.FetchPollInterval = time.Second
+		c.Options.FetchPollInterval = jobs.DefaultFetchPollInterval
 	}
-	if c.Options.RescueAfter <= 0 {
-		c.Options.RescueAfter = max(c.Settings.ProvisionTimeout, c.Settings.TerminateTimeout) + time.Minute
-	}
+	c.Options = c.Options.WithDefaults(c.Settings)
 	if c.Sweep == (jobs.SweepSettings{}) {
 		c.Sweep = jobs.DefaultSweepSettings()
 	}

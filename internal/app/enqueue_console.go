@@ -114,17 +114,10 @@ func consoleError(err error) error {
 // terminals, answer back as typed input).
 func writeConsole(w io.Writer, s string) error {
 	s = strings.ReplaceAll(s, "\r\n", "\n")
-	var b strings.Builder
-	b.Grow(len(s) + 1)
-	for _, r := range s {
-		if r != '\n' && r != '\t' && !safetext.Graphic(r) {
-			r = '\uFFFD'
-		}
-		b.WriteRune(r)
-	}
+	out := safetext.ReplaceKeeping(s, '\uFFFD', "\n\t")
 	if !strings.HasSuffix(s, "\n") {
-		b.WriteByte('\n')
+		out += "\n"
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, out)
 	return err
 }

@@ -32,12 +32,12 @@ const (
 	benchAPIKey = "bench-admin-api-key"
 )
 
-// Production worker settings (internal/app/worker_config.go defaults):
-// the bench measures what a deployment runs, not a tuned lab setup.
+// Production worker settings (the command's defaults, from jobs): the
+// bench measures what a deployment runs, not a tuned lab setup.
 const (
-	prodWorkers       = 20
-	prodFetchCooldown = 5 * time.Millisecond
-	prodFetchPoll     = time.Second
+	prodWorkers       = jobs.DefaultProvisionWorkers
+	prodFetchCooldown = jobs.DefaultFetchCooldown
+	prodFetchPoll     = jobs.DefaultFetchPollInterval
 	// River's own defaults, shown beside the production ones where they
 	// trade latency for load.
 	riverFetchCooldown = 100 * time.Millisecond

@@ -3,6 +3,8 @@ package cp
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 )
 
 // unstructuredPrefix starts the placeholder Message for a body without a
@@ -24,7 +26,7 @@ func errorField(body []byte, sec secrets) string {
 	}
 	if json.Unmarshal(body, &v) == nil {
 		if msg := scrub(v.Error, sec.forms(), maxMessage); msg != "" {
-			return truncate(msg, maxMessage)
+			return safetext.Truncate(msg, maxMessage)
 		}
 	}
 	return fmt.Sprintf("%s, %d bytes>", unstructuredPrefix, len(body))

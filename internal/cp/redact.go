@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/molecule-ai/provision-worker/internal/safetext"
 )
 
 // redacted replaces every secret form found in a CP message.
@@ -108,7 +110,7 @@ func scrub(s string, forms []string, limit int) string {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		i += size
-		if !graphic(r) {
+		if !safetext.Graphic(r) { // C0/C1 controls, bidi overrides, invalid UTF-8
 			r = ' '
 		}
 		if b.Len() == 0 && (r == ' ' || r == '<' || unicode.IsSpace(r)) {
@@ -128,10 +130,3 @@ func longestMatch(s string, forms []string) int {
 	}
 	return 0
 }
-
-// graphic is internal/safetext.Graphic, copied because this package
-// stays free of project imports (it is the CP contract and nothing
-// else). It refuses C0 and C1 controls (U+0085, U+009B), the bidi
-// overrides and isolates (U+202A–U+202E, U+2066–U+2069) and every other
-// rune a terminal or log viewer would act on instead of showing.
-func graphic(r rune) bool { return r != utf8.RuneError && unicode.IsGraphic(r) }

@@ -46,6 +46,33 @@ type Config struct {
 	// Env and OnOutcome are the host's hooks (worker.Deps.Env, OnOutcome).
 	Env       jobs.EnvFunc
 	OnOutcome jobs.OutcomeFunc
+	// CP, when set, is the CP the workers call, built from the Env (its
+	// API, fake and metrics are ready): a wrapper that loses an answer or
+	// misbehaves. Without a Timeout of its own it keeps API's per-call
+	// bound. nil: API. (Tests used to swap Deps.CP after New; the worker
+	// client no longer shares the caller's Deps.)
+	CP func(e *Env) cp.API
+}
+
+// timedAPI gives a CP wrapper the per-call bound of the client it wraps,
+// which the worker reads for the env hook's budget.
+type timedAPI struct {
+	cp.API
+	timeout time.Duration
+}
+
+func (a timedAPI) Timeout() time.Duration { return a.timeout }
+
+// workersCP is the CP cfg gives the workers.
+func (e *Env) workersCP(cfg Config) cp.API {
+	if cfg.CP == nil {
+		return e.API
+	}
+	api := cfg.CP(e)
+	if _, ok := api.(interface{ Timeout() time.Duration }); !ok {
+		api = timedAPI{API: api, timeout: e.API.Timeout()}
+	}
+	return api
 }
 
 // Env is one test's world.
@@ -57,7 +84,7 @@ type Env struct {
 	API     *cp.Client
 	Insert  *jobs.Client
 	Worker  *jobs.Client
-	Deps    *worker.Deps
+	Deps    *worker.Deps // the prepared Deps the workers share (worker.PrepareDeps)
 	Metrics *obs.Metrics
 	Logs    *SafeBuffer
 }
@@ -81,11 +108,15 @@ func New(t testing.TB, cfg Config) *Env {
 	e.startCP(cfg)
 	settings := cfg.Settings.Or(FastSettings())
 	log := zerolog.New(e.Logs).With().Timestamp().Logger()
-	e.Deps = &worker.Deps{CP: e.API, Log: log, Metrics: e.Metrics, Settings: settings, Env: cfg.Env, OnOutcome: cfg.OnOutcome}
+	var err error
+	e.Deps, err = worker.PrepareDeps(pool, worker.Deps{CP: e.workersCP(cfg), Log: log, Metrics: e.Metrics,
+		Settings: settings, Env: cfg.Env, OnOutcome: cfg.OnOutcome})
+	if err != nil {
+		t.Fatalf("jobtest: worker deps: %v", err)
+	}
 	opts := cfg.Options
 	opts.FetchCooldown = firstDur(opts.FetchCooldown, 5*time.Millisecond)
 	opts.FetchPollInterval = firstDur(opts.FetchPollInterval, 20*time.Millisecond)
-	var err error
 	if e.Worker, err = worker.NewWorkerClient(pool, e.Deps, opts); err != nil {
 		t.Fatalf("jobtest: worker client: %v", err)
 	}

@@ -1,8 +1,9 @@
 // Package safetext decides which runes may reach a reader's terminal or a
-// text log as they are. It is the one copy for every package that may
-// import the project's own packages (internal/cp may not: the CP client
-// stays free of project imports, so it keeps its own one-line copy of
-// Graphic and says so).
+// text log as they are, and cuts text to a bound: the one copy of both
+// for the whole module (jobs' validation, the CP client's error text,
+// config's messages, enqueue's output). It imports nothing but the
+// standard library, so every package may import it, internal/cp included
+// (which stays free of the database and River); keep it that way.
 //
 // A review found the old checks ASCII-only: C1 controls (U+009B is a
 // terminal's CSI), U+0085 (NEL, a line break to some viewers) and the
@@ -28,16 +29,35 @@ func Graphic(r rune) bool { return r != utf8.RuneError && unicode.IsGraphic(r) }
 // Replace returns s with every rune that is not Graphic (and every byte
 // of invalid UTF-8) replaced by repl, so a message stays on one line and
 // reads in the order it was written.
-func Replace(s string, repl rune) string {
+func Replace(s string, repl rune) string { return ReplaceKeeping(s, repl, "") }
+
+// ReplaceKeeping is Replace leaving the runes of keep as they are: a
+// multi-line text (a console log) keeps "\n\t" and loses everything else
+// a terminal would act on.
+func ReplaceKeeping(s string, repl rune, keep string) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	for _, r := range s {
-		if !Graphic(r) {
+		if !Graphic(r) && (r == utf8.RuneError || !strings.ContainsRune(keep, r)) {
 			r = repl
 		}
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// Truncate cuts s to at most n bytes without splitting a UTF-8 sequence
+// and marks the cut with "…"; s of n bytes or fewer comes back as it is.
+// A split sequence would reach a log or a quoted message as a stray
+// invalid byte.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // NeedsQuote reports whether s cannot stand bare as the value of a

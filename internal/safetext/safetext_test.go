@@ -1,6 +1,8 @@
 package safetext_test
 
 import (
+	"go/build"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -52,4 +54,49 @@ func TestValue_QuotesNonGraphicRunesAndSpaces(t *testing.T) {
 	}
 	require.Equal(t, "i-0123abcd", safetext.Value("i-0123abcd"))
 	require.Equal(t, "café", safetext.Value("café"))
+}
+
+// ReplaceKeeping keeps only the runes asked for; every other
+// non-graphic rune (and invalid UTF-8) is still replaced.
+func TestReplaceKeeping_KeepsOnlyTheRunesAskedFor(t *testing.T) {
+	for _, tc := range hostile {
+		t.Run(tc.name, func(t *testing.T) {
+			want := "a?b"
+			if tc.r == '\n' {
+				want = "a\nb"
+			}
+			require.Equal(t, want, safetext.ReplaceKeeping("a"+string(tc.r)+"b", '?', "\n\t"))
+		})
+	}
+	require.Equal(t, "a\tb", safetext.ReplaceKeeping("a\tb", '?', "\n\t"))
+	require.Equal(t, "a?b", safetext.ReplaceKeeping("a\xffb", '?', "\n\t\uFFFD"), "invalid UTF-8 is never kept")
+}
+
+func TestTruncate_CutsAtARuneBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		name, s string
+		n       int
+		want    string
+	}{
+		{"short stays", "abc", 3, "abc"},
+		{"ascii cut", "abcdef", 3, "abc…"},
+		{"inside a two-byte rune", "aé", 2, "a…"},
+		{"after a two-byte rune", "aéb", 3, "aé…"},
+		{"inside a four-byte rune", "a😀", 3, "a…"},
+		{"nothing fits", "😀", 2, "…"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, safetext.Truncate(tc.s, tc.n))
+		})
+	}
+}
+
+// internal/cp imports this package, and stays free of the database and
+// River: safetext imports the standard library only.
+func TestImportsOnlyTheStandardLibrary(t *testing.T) {
+	pkg, err := build.ImportDir(".", 0)
+	require.NoError(t, err)
+	for _, imp := range pkg.Imports {
+		require.False(t, strings.Contains(strings.Split(imp, "/")[0], "."), "safetext imports %s", imp)
+	}
 }

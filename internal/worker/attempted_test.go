@@ -29,8 +29,8 @@ func (c launchThenRetryAfter) Start(ctx context.Context, req cp.ProvisionRequest
 
 func TestRequestTerminate_WaitsForSnoozedFirstAttemptInsteadOfCancellingIt(t *testing.T) {
 	t.Parallel()
-	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{SnoozeCap: time.Hour}})
-	e.Deps.CP = launchThenRetryAfter{e.API}
+	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{SnoozeCap: time.Hour},
+		CP: func(e *jobtest.Env) cp.API { return launchThenRetryAfter{e.API} }})
 	e.Start()
 	id := uuid.NewString()
 	prov := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job

@@ -42,8 +42,7 @@ func TestTerminate_SeesInstancesWhateverTheCaseOfWorkspaceIDs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := jobtest.New(t, jobtest.Config{NoStart: true})
-			e.Deps.CP = tc.wrapCP(e.API)
+			e := jobtest.New(t, jobtest.Config{NoStart: true, CP: func(e *jobtest.Env) cp.API { return tc.wrapCP(e.API) }})
 			id := uuid.NewString()
 			inst := e.OldInstance(id) // launched, its answer lost: no id on the row
 			e.SeedRows(jobtest.Row{ID: id, Status: store.StatusStopping, Desired: store.DesiredStopped})

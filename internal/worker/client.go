@@ -15,15 +15,32 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-// NewWorkerClient builds the River client that works every kind, with
-// terminates on their own queue (invariant "stops never wait",
-// docs/design.md).
-func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.Client, error) {
+// PrepareDeps returns a copy of deps as the workers use it: Settings with
+// their defaults, Pool set to pool, the CP behind the process's list
+// guard, its per-call bound read. deps itself is not changed: a caller's
+// Deps used to come back rewritten (its CP wrapped, its Settings filled)
+// by NewWorkerClient. Preparing a prepared Deps changes nothing, so a
+// test can hold the Deps its workers share (jobtest.Env.Deps).
+func PrepareDeps(pool *pgxpool.Pool, deps Deps) (*Deps, error) {
 	deps.Settings = deps.Settings.Or(jobs.DefaultSettings())
 	deps.Pool = pool
-	deps.cpTimeout = cpTimeoutOf(deps.CP)
+	if deps.cpTimeout <= 0 {
+		deps.cpTimeout = cpTimeoutOf(deps.CP) // before the guard, which hides it
+	}
 	deps.CP = newListGuard(deps.CP, deps.Settings, deps.Log)
 	if _, err := store.For(deps.Settings.Schema); err != nil {
+		return nil, err
+	}
+	return &deps, nil
+}
+
+// NewWorkerClient builds the River client that works every kind, with
+// terminates on their own queue (invariant "stops never wait",
+// docs/design.md). Its workers share a prepared copy of deps
+// (PrepareDeps); the caller's value is left as it is.
+func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.Client, error) {
+	deps, err := PrepareDeps(pool, *deps)
+	if err != nil {
 		return nil, err
 	}
 	opts = opts.WithDefaults(deps.Settings)
@@ -61,8 +78,8 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.C
 			return nil, err
 		}
 	}
-	if opts.RescueAfter <= max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout) {
-		return nil, fmt.Errorf("rescue-after %s must exceed the job timeouts", opts.RescueAfter)
+	if err := jobs.CheckRescueAfter(opts.RescueAfter, deps.Settings); err != nil {
+		return nil, err
 	}
 	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
 	if err != nil {

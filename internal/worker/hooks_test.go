@@ -483,8 +483,8 @@ func TestOutcomeHook_SweepMarkingStuckProvisioningFailedTellsTheHost(t *testing.
 // the instance. Pins the outcome call in refuseStopped.
 func TestOutcomeHook_ReplayedStoppedInstanceTellsTheHostFailed(t *testing.T) {
 	t.Parallel()
-	h := newHostWorld(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1}})
-	h.Deps.CP = &replayCP{API: h.Deps.CP, seen: map[string]cp.Instance{}}
+	h := newHostWorld(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1},
+		CP: func(e *jobtest.Env) cp.API { return &replayCP{API: e.API, seen: map[string]cp.Instance{}} }})
 	h.Start()
 	ctx := context.Background()
 	_, err := h.Pool.Exec(ctx, `

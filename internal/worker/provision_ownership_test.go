@@ -185,9 +185,11 @@ func requireOwned(t *testing.T, e *jobtest.Env, workspaceID, instanceID string) 
 
 func TestProvision_CancelAfterCPAnswerStillOwnsTheInstance(t *testing.T) {
 	t.Parallel()
-	e := jobtest.New(t, jobtest.Config{NoStart: true})
-	c := &cancelAfterAnswer{API: e.API, answered: make(chan cp.Instance, 1)}
-	e.Deps.CP = c
+	var c *cancelAfterAnswer
+	e := jobtest.New(t, jobtest.Config{NoStart: true, CP: func(e *jobtest.Env) cp.API {
+		c = &cancelAfterAnswer{API: e.API, answered: make(chan cp.Instance, 1)}
+		return c
+	}})
 	e.Start()
 	id := uuid.NewString()
 	job := e.Provision(jobs.ProvisionRequest{WorkspaceID: id}).Job

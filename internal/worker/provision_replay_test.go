@@ -46,8 +46,8 @@ func (c *replayCP) Start(ctx context.Context, req cp.ProvisionRequest) (cp.Insta
 // instance, and the job completes (retrying would get B again).
 func TestProvision_RetryReplayingAStoppedInstanceFailsTheRowInsteadOfRecording(t *testing.T) {
 	t.Parallel()
-	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1}})
-	e.Deps.CP = &replayCP{API: e.Deps.CP, seen: map[string]cp.Instance{}}
+	e := jobtest.New(t, jobtest.Config{NoStart: true, Settings: jobs.Settings{ProvisionMaxAttempts: 1},
+		CP: func(e *jobtest.Env) cp.API { return &replayCP{API: e.API, seen: map[string]cp.Instance{}} }})
 	e.Start()
 	ctx := context.Background()
 	_, err := e.Pool.Exec(ctx, `

@@ -17,6 +17,14 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
+// Defaults of the worker's own settings (the process's, not River's or
+// the jobs'); provisioner's hand-built Config takes its zero fields from
+// here too.
+const (
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultEventRetention  = 90 * 24 * time.Hour
+)
+
 // Config is everything the worker reads.
 type Config struct {
 	DatabaseURL     string
@@ -35,6 +43,7 @@ type Config struct {
 // Declare declares every setting of the worker on set.
 func Declare(set *config.Set, c *Config) {
 	d := jobs.DefaultSettings()
+	o := jobs.Options{}.WithDefaults(d) // the River client's defaults, from their one place
 	c.Sweep = jobs.DefaultSweepSettings()
 	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
 	SchemaSetting(set, &c.Settings.Schema)
@@ -42,14 +51,14 @@ func Declare(set *config.Set, c *Config) {
 	set.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&c.UIUser, "ui-user", "RIVER_BASIC_AUTH_USER", "", "River UI basic-auth user (required off loopback)")
 	set.EnvSecret(&c.UIPass, "RIVER_BASIC_AUTH_PASS", "River UI basic-auth password (required off loopback; env only)")
-	set.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are cancelled (and requeued)")
-	set.Duration(&c.EventRetention, "event-retention", "EVENT_RETENTION", 90*24*time.Hour, "how long workspace timeline events are kept")
-	set.Int(&c.Options.ProvisionWorkers, "provision-workers", "PROVISION_WORKERS", 20, 1, 10000, "concurrent provision jobs in this process")
-	set.Int(&c.Options.TerminateWorkers, "terminate-workers", "TERMINATE_WORKERS", 20, 1, 10000, "concurrent terminate jobs in this process (their own queue)")
-	set.Duration(&c.Options.FetchCooldown, "fetch-cooldown", "FETCH_COOLDOWN", 5*time.Millisecond, "River fetch cooldown: lower picks jobs up sooner at more queries")
-	set.Duration(&c.Options.FetchPollInterval, "fetch-poll-interval", "FETCH_POLL_INTERVAL", time.Second, "River poll interval when no insert notification arrives")
-	set.Duration(&c.Options.RescueAfter, "rescue-after", "RESCUE_AFTER", 3*time.Minute, "a job whose worker died is retried after this (must exceed the job timeouts)")
-	set.Duration(&c.Options.DiscardedRetention, "discarded-retention", "DISCARDED_RETENTION", 30*24*time.Hour, "how long dead jobs are kept for operators to re-run")
+	set.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, "on SIGTERM, how long running jobs may finish before they are cancelled (and requeued)")
+	set.Duration(&c.EventRetention, "event-retention", "EVENT_RETENTION", DefaultEventRetention, "how long workspace timeline events are kept")
+	set.Int(&c.Options.ProvisionWorkers, "provision-workers", "PROVISION_WORKERS", o.ProvisionWorkers, 1, 10000, "concurrent provision jobs in this process")
+	set.Int(&c.Options.TerminateWorkers, "terminate-workers", "TERMINATE_WORKERS", o.TerminateWorkers, 1, 10000, "concurrent terminate jobs in this process (their own queue)")
+	set.Duration(&c.Options.FetchCooldown, "fetch-cooldown", "FETCH_COOLDOWN", jobs.DefaultFetchCooldown, "River fetch cooldown: lower picks jobs up sooner at more queries")
+	set.Duration(&c.Options.FetchPollInterval, "fetch-poll-interval", "FETCH_POLL_INTERVAL", jobs.DefaultFetchPollInterval, "River poll interval when no insert notification arrives")
+	set.Duration(&c.Options.RescueAfter, "rescue-after", "RESCUE_AFTER", o.RescueAfter, "a job whose worker died is retried after this (must exceed the job timeouts)")
+	set.Duration(&c.Options.DiscardedRetention, "discarded-retention", "DISCARDED_RETENTION", o.DiscardedRetention, "how long dead jobs are kept for operators to re-run")
 	set.Duration(&c.Settings.ProvisionTimeout, "provision-timeout", "PROVISION_TIMEOUT", d.ProvisionTimeout, "River timeout of one provision attempt (must exceed CP_TIMEOUT)")
 	set.Duration(&c.Settings.TerminateTimeout, "terminate-timeout", "TERMINATE_TIMEOUT", d.TerminateTimeout, "River timeout of one terminate attempt (must exceed CP_TIMEOUT)")
 	set.Duration(&c.Settings.BackoffBase, "backoff-base", "BACKOFF_BASE", d.BackoffBase, "first retry delay; doubles each attempt, with jitter")
@@ -116,8 +125,8 @@ func (c *Config) Check() error {
 	if err := c.Settings.Validate(c.CP.Timeout); err != nil {
 		return fmt.Errorf("%w: %w (PROVISION_TIMEOUT/TERMINATE_TIMEOUT vs CP_TIMEOUT)", config.ErrUsage, err)
 	}
-	if c.Options.RescueAfter <= max(c.Settings.ProvisionTimeout, c.Settings.TerminateTimeout) {
-		return fmt.Errorf("%w: RESCUE_AFTER (%s) must exceed PROVISION_TIMEOUT and TERMINATE_TIMEOUT", config.ErrUsage, c.Options.RescueAfter)
+	if err := jobs.CheckRescueAfter(c.Options.RescueAfter, c.Settings); err != nil {
+		return fmt.Errorf("%w: %w", config.ErrUsage, err)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("%w: SHUTDOWN_TIMEOUT must be a positive duration", config.ErrUsage)

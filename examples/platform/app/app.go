@@ -165,11 +165,13 @@ func MountWorker(mux *http.ServeMux, h http.Handler) {
 	}
 }
 
+// shutdownTimeout is the worker's own: a hand-built Config's zero is
+// provisioner.DefaultShutdownTimeout, as it is in New.
 func shutdownTimeout(c provisioner.Config) time.Duration {
 	if c.ShutdownTimeout > 0 {
 		return c.ShutdownTimeout
 	}
-	return 30 * time.Second
+	return provisioner.DefaultShutdownTimeout
 }
 
 // serve listens on addr until ctx ends, then shuts the server down.
