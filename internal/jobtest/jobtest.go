@@ -46,6 +46,9 @@ type Config struct {
 	// Env and OnOutcome are the host's hooks (worker.Deps.Env, OnOutcome).
 	Env       jobs.EnvFunc
 	OnOutcome jobs.OutcomeFunc
+	// Tracer, when set, sees every statement the Env's pool sends (the
+	// worker's and the insert client's): tests that count round trips.
+	Tracer pgx.QueryTracer
 }
 
 // Env is one test's world.
@@ -76,7 +79,7 @@ func FastSettings() jobs.Settings {
 // New builds an Env and starts its worker unless cfg.NoStart.
 func New(t testing.TB, cfg Config) *Env {
 	t.Helper()
-	pool, url := envPool(t, cfg.DBURL)
+	pool, url := envPool(t, cfg.DBURL, cfg.Tracer)
 	e := &Env{T: t, Pool: pool, DBURL: url, Logs: &SafeBuffer{}, Metrics: obs.NewMetrics()}
 	e.startCP(cfg)
 	settings := cfg.Settings.Or(FastSettings())
@@ -230,11 +233,19 @@ func firstDur(v, def time.Duration) time.Duration {
 	return def
 }
 
-func envPool(t testing.TB, url string) (*pgxpool.Pool, string) {
-	if url == "" {
+func envPool(t testing.TB, url string, tracer pgx.QueryTracer) (*pgxpool.Pool, string) {
+	if url == "" && tracer == nil {
 		return testdb.NewPool(t)
 	}
-	pool, err := pgxpool.New(context.Background(), url)
+	if url == "" {
+		url = testdb.WithSearchPath(testdb.New(t))
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("jobtest: pool config: %v", err)
+	}
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("jobtest: pool: %v", err)
 	}
