@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/molecule-ai/provision-worker/internal/jobtest"
+	"github.com/molecule-ai/provision-worker/internal/obs"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -130,17 +133,109 @@ func TestRoundTrips_PerJobArePinned(t *testing.T) {
 	e.Terminate(id)
 	e.WaitStatus(id, store.StatusStopped)
 
+	// Provision: its start (read, env, provision.start) before the CP
+	// call; then BEGIN, one pipelined batch (the row lock, then the checks,
+	// the record and its event), JobCompleteTx, COMMIT. Terminate: its read
+	// before the CP call; then BEGIN, one batch (the row lock, then the
+	// stop and its event), JobCompleteTx, COMMIT. Before the batches they
+	// were 7 round trips (7 statements) and 6 (6).
 	for _, c := range []struct {
-		kind       string
-		roundTrips int
+		kind                   string
+		roundTrips, statements int
 	}{
-		{jobs.KindProvision, 7},
-		{jobs.KindTerminate, 6},
+		{jobs.KindProvision, 5, 6},
+		{jobs.KindTerminate, 5, 6},
 	} {
 		attempts := rec.of(c.kind)
 		require.Len(t, attempts, 1, "%s: one attempt", c.kind)
 		a := attempts[0]
 		t.Logf("%s: %d round trips, %d statements:\n  %s", c.kind, a.roundTrips, len(a.statements), strings.Join(a.statements, "\n  "))
 		require.Equal(t, c.roundTrips, a.roundTrips, "%s round trips per job", c.kind)
+		require.Len(t, a.statements, c.statements, "%s statements per job", c.kind)
+	}
+}
+
+// The combined lock-then-record and lock-then-stop statements decide the
+// same on a pgx transaction (pipelined, one round trip) and on a
+// database/sql one (no pipelining: one statement after the other).
+func TestRoundTrips_CombinedStatementsAgreeAcrossDrivers(t *testing.T) {
+	e := jobtest.New(t, jobtest.Config{NoStart: true})
+	ctx := context.Background()
+	db, err := sql.Open("pgx", e.DBURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	st := store.MustFor("")
+	onPgx := func(fn func(store.DB) error) error {
+		return pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error { return fn(tx) })
+	}
+	onSQL := func(fn func(store.DB) error) error {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(store.SQL(tx)); err != nil {
+			return errors.Join(err, tx.Rollback())
+		}
+		return tx.Commit()
+	}
+	for name, inTx := range map[string]func(func(store.DB) error) error{"pgx": onPgx, "database/sql": onSQL} {
+		t.Run(name, func(t *testing.T) {
+			id := uuid.NewString()
+			e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python"})
+			ws := e.Workspace(id)
+			stoppedBefore, inst := randomInstanceID(), randomInstanceID()
+			ev := func(name string, fields map[string]any) store.Event {
+				return store.Event{WorkspaceID: id, Event: name, Actor: "test", Fields: fields}
+			}
+			require.NoError(t, st.AppendEvent(ctx, e.Pool, ev(obs.EvProvisionStopped, map[string]any{"instance_id": stoppedBefore})))
+
+			var rec store.Recording
+			record := func(instanceID string) {
+				require.NoError(t, inTx(func(tx store.DB) (err error) {
+					rec, err = st.LockAndRecord(ctx, tx, id, ws.Generation, ws.Nonce, instanceID, obs.StopEvents,
+						ev(obs.EvProvisionStarted, map[string]any{"instance_id": instanceID}))
+					return err
+				}))
+			}
+			record(stoppedBefore)
+			require.True(t, rec.Stopped, "an instance the workspace stopped is refused")
+			require.False(t, rec.Recorded)
+			require.Equal(t, store.StatusProvisioning, rec.Workspace.Status)
+			record(inst)
+			require.True(t, rec.Recorded)
+			require.False(t, rec.Stopped || rec.Condemned)
+			require.Equal(t, store.StatusProvisioning, rec.Workspace.Status, "the row as it was before the record")
+			require.Equal(t, inst, e.Workspace(id).InstanceID)
+			record(randomInstanceID())
+			require.False(t, rec.Recorded, "a recorded id is never overwritten")
+			require.Equal(t, inst, rec.Workspace.InstanceID)
+
+			var marked bool
+			var cur store.Workspace
+			finishStop := func(instanceID string) {
+				require.NoError(t, inTx(func(tx store.DB) (err error) {
+					cur, marked, err = st.LockAndFinishStop(ctx, tx, id, instanceID, ev(obs.EvProvisionStopped, map[string]any{"instance_id": instanceID}))
+					return err
+				}))
+			}
+			finishStop(inst)
+			require.False(t, marked, "a running row is not stopped")
+			require.NoError(t, st.MarkStopping(ctx, e.Pool, id, store.DesiredDeleted))
+			finishStop(inst)
+			require.True(t, marked)
+			require.Equal(t, store.DesiredDeleted, cur.Desired)
+			require.Equal(t, store.StatusRemoved, e.Workspace(id).Status)
+			require.Empty(t, e.Workspace(id).InstanceID)
+
+			evs, err := st.Events(ctx, e.Pool, id)
+			require.NoError(t, err)
+			var names []string
+			for _, ev := range evs {
+				names = append(names, ev.Event)
+			}
+			require.Equal(t, []string{obs.EvProvisionRequested, obs.EvProvisionStopped, obs.EvProvisionStarted, obs.EvProvisionStopped}, names,
+				"an event only for the record and the stop that were made")
+			require.Equal(t, store.DesiredDeleted, evs[3].Fields["desired"], "the stop event names the desired state")
+		})
 	}
 }
