@@ -134,17 +134,17 @@ func TestRoundTrips_PerJobArePinned(t *testing.T) {
 	e.WaitStatus(id, store.StatusStopped)
 
 	// Provision: its start (read, env, provision.start) before the CP
-	// call; then BEGIN, one pipelined batch (the row lock, then the checks,
+	// call; then one pipelined batch (BEGIN, the row lock, then the checks,
 	// the record and its event), JobCompleteTx, COMMIT. Terminate: its read
-	// before the CP call; then BEGIN, one batch (the row lock, then the
+	// before the CP call; then one batch (BEGIN, the row lock, then the
 	// stop and its event), JobCompleteTx, COMMIT. Before the batches they
 	// were 7 round trips (7 statements) and 6 (6).
 	for _, c := range []struct {
 		kind                   string
 		roundTrips, statements int
 	}{
-		{jobs.KindProvision, 5, 6},
-		{jobs.KindTerminate, 5, 6},
+		{jobs.KindProvision, 4, 6},
+		{jobs.KindTerminate, 4, 6},
 	} {
 		attempts := rec.of(c.kind)
 		require.Len(t, attempts, 1, "%s: one attempt", c.kind)
