@@ -21,6 +21,15 @@ type lazyTx struct {
 	conn   *pgx.Conn
 	begun  bool
 	closed bool
+	// failed is why BEGIN did not run: a first batch that failed before
+	// any of it executed (pgx prepares every statement of a batch first,
+	// so a parse error fails the whole batch, BEGIN included), or a
+	// refused BEGIN. Every later statement fails with it and Commit
+	// reports a rollback, as they would after a failed statement in a
+	// pgx transaction. Without it they would run in autocommit, one by
+	// one, and Commit would "succeed" outside any transaction: the row
+	// change and the job's completion would no longer commit together.
+	failed error
 }
 
 var errNestedTx = errors.New("worker: nested transactions are not used in a completing transaction")
@@ -53,12 +62,30 @@ func (tx *lazyTx) begin(ctx context.Context) error {
 	if tx.closed {
 		return pgx.ErrTxClosed
 	}
+	if tx.failed != nil {
+		return tx.failed
+	}
 	if tx.begun {
 		return nil
 	}
-	tx.begun = true // a failed BEGIN is rolled back too: harmless
-	_, err := tx.conn.Exec(ctx, "begin")
-	return err
+	if _, err := tx.conn.Exec(ctx, "begin"); err != nil {
+		return tx.beginFailed(err)
+	}
+	tx.begun = true
+	return nil
+}
+
+// beginFailed records err as why the transaction did not begin, unless
+// the server says one is open (BEGIN ran and a later statement failed:
+// the server's aborted transaction then refuses the rest itself, and
+// Commit reads its ROLLBACK). It returns the error to hand back.
+func (tx *lazyTx) beginFailed(err error) error {
+	if s := tx.conn.PgConn().TxStatus(); s == 'T' || s == 'E' {
+		tx.begun = true
+		return err
+	}
+	tx.failed = fmt.Errorf("worker: transaction did not begin: %w", err)
+	return tx.failed
 }
 
 func (tx *lazyTx) Begin(context.Context) (pgx.Tx, error) { return nil, errNestedTx }
@@ -66,6 +93,10 @@ func (tx *lazyTx) Begin(context.Context) (pgx.Tx, error) { return nil, errNested
 func (tx *lazyTx) Commit(ctx context.Context) error {
 	if tx.closed {
 		return pgx.ErrTxClosed
+	}
+	if tx.failed != nil {
+		tx.closed = true
+		return pgx.ErrTxCommitRollback
 	}
 	if !tx.begun {
 		tx.closed = true
@@ -113,18 +144,27 @@ func (tx *lazyTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 	if tx.closed {
 		return failedBatch{pgx.ErrTxClosed}
 	}
+	if tx.failed != nil {
+		return failedBatch{tx.failed}
+	}
 	if tx.begun {
 		return tx.conn.SendBatch(ctx, b)
 	}
-	tx.begun = true
 	withBegin := &pgx.Batch{QueuedQueries: append([]*pgx.QueuedQuery{{SQL: "begin"}}, b.QueuedQueries...)}
 	res := tx.conn.SendBatch(ctx, withBegin)
 	if _, err := res.Exec(); err != nil {
-		return failedBatch{errors.Join(err, res.Close())}
+		// Closed first, so the server's transaction status is final.
+		return failedBatch{tx.beginFailed(errors.Join(err, res.Close()))}
 	}
+	tx.begun = true
 	return res
 }
 
+// LargeObjects is part of pgx.Tx, and nothing in a completing transaction
+// (the store, River's JobCompleteTx and InsertTx, the outcome hook, which
+// sees only ExecContext) calls it. pgx.LargeObjects cannot be built
+// outside pgx, and its zero value would fail later and less clearly, so
+// a call is a programming error reported at once.
 func (tx *lazyTx) LargeObjects() pgx.LargeObjects {
 	panic("worker: large objects are not used in a completing transaction")
 }
