@@ -52,6 +52,9 @@ type Config struct {
 	// bound. nil: API. (Tests used to swap Deps.CP after New; the worker
 	// client no longer shares the caller's Deps.)
 	CP func(e *Env) cp.API
+	// Tracer, when set, sees every statement the Env's pool sends (the
+	// worker's and the insert client's): tests that count round trips.
+	Tracer pgx.QueryTracer
 }
 
 // timedAPI gives a CP wrapper the per-call bound of the client it wraps,
@@ -103,7 +106,7 @@ func FastSettings() jobs.Settings {
 // New builds an Env and starts its worker unless cfg.NoStart.
 func New(t testing.TB, cfg Config) *Env {
 	t.Helper()
-	pool, url := envPool(t, cfg.DBURL)
+	pool, url := envPool(t, cfg.DBURL, cfg.Tracer)
 	e := &Env{T: t, Pool: pool, DBURL: url, Logs: &SafeBuffer{}, Metrics: obs.NewMetrics()}
 	e.startCP(cfg)
 	settings := cfg.Settings.Or(FastSettings())
@@ -271,11 +274,19 @@ func firstDur(v, def time.Duration) time.Duration {
 	return def
 }
 
-func envPool(t testing.TB, url string) (*pgxpool.Pool, string) {
-	if url == "" {
+func envPool(t testing.TB, url string, tracer pgx.QueryTracer) (*pgxpool.Pool, string) {
+	if url == "" && tracer == nil {
 		return testdb.NewPool(t)
 	}
-	pool, err := pgxpool.New(context.Background(), url)
+	if url == "" {
+		url = testdb.WithSearchPath(testdb.New(t))
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("jobtest: pool config: %v", err)
+	}
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("jobtest: pool: %v", err)
 	}

@@ -111,27 +111,6 @@ func (st *Store) StoppedInstances(ctx context.Context, db DB, workspaceID string
 	return out, nil
 }
 
-// InstanceStoppedBefore reports whether workspaceID already stopped
-// instanceID (one of events names it, as StoppedInstances reads them) or
-// any instance_terminate, in any state, names it. A CP honouring a
-// repeated Idempotency-Key replays the instance it launched for that key
-// even after we terminated it: an operator's Retry of a discarded
-// provision recorded such a dead instance, leaving the row running on it.
-func (st *Store) InstanceStoppedBefore(ctx context.Context, db DB, workspaceID, instanceID string, events []string) (bool, error) {
-	var ok bool
-	err := st.on(db).QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = `+instanceTerminateKind+`
-				AND args @> jsonb_build_object('instance_id', $2::text))
-			OR EXISTS (SELECT 1 FROM {schema}.workspace_events e
-				WHERE e.workspace_id = $1 AND e.event = ANY($3) AND (e.fields->>'instance_id' = $2
-					OR (jsonb_typeof(e.fields->'listed_instance_ids') = 'array' AND e.fields->'listed_instance_ids' ? $2)))`,
-		workspaceID, instanceID, events).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("store: instance stopped before: %w", err)
-	}
-	return ok, nil
-}
-
 // UnstoppedNotes returns, oldest first, the instance ids of the
 // workspace's note events (provision.unrecorded: an instance id the CP
 // answered that no record could commit), only job jobID's unless jobID is

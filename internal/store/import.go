@@ -40,8 +40,8 @@ func (st *Store) ReadMany(ctx context.Context, db DB, ids []string, lock bool) (
 // InstanceClaims is what already claims each of instanceIDs: holders
 // maps one that a row records to that row's workspace id (the unique
 // index on instance_id answers each), and condemned holds those a live
-// instance_terminate job is stopping (LockForRecord's `condemned`, for a
-// batch; River's GIN index on args answers each). An import must
+// instance_terminate job is stopping (LockAndRecord's `Condemned`, for
+// a batch; River's GIN index on args answers each). An import must
 // register neither: the first is another workspace's, and the second is
 // terminated whether or not a row holds it when the job runs. One
 // statement, whatever the batch.

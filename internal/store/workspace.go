@@ -275,18 +275,6 @@ func (st *Store) SetDesired(ctx context.Context, tx DB, id, desired string) erro
 	return nil
 }
 
-// markStoppedSQL finishes a stop: a stopping row whose instance is
-// confirmed gone becomes stopped (or removed when it was deleted) with no
-// instance. $2 is the id the terminate confirmed gone ("" when none was
-// recorded); the update is conditional on it so a row that changed under
-// the job is left alone.
-const markStoppedSQL = `
-		UPDATE {schema}.workspaces SET
-			status = CASE WHEN desired_state = 'deleted' THEN 'removed' ELSE 'stopped' END,
-			instance_id = NULL, last_error = NULL, updated_at = now(), status_changed_at = now()
-		WHERE id = $1 AND status = 'stopping' AND coalesce(instance_id, '') = $2
-		RETURNING id`
-
 // MarkStoppedNoInstance stops a failed row that never got an instance:
 // nothing runs, so no CP call is needed.
 func (st *Store) MarkStoppedNoInstance(ctx context.Context, tx DB, id, desired string) error {

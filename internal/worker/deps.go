@@ -167,7 +167,8 @@ func (d *Deps) note(ctx context.Context, level zerolog.Level, ev store.Event) er
 // inside change (invariant "no transaction across a CP call").
 func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], change func(pgx.Tx, *timeline) error) error {
 	t := timeline{st: d.st()}
-	err := pgx.BeginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
+	// beginFunc: BEGIN rides with change's first batch (lazyTx).
+	err := beginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
 		if err := change(tx, &t); err != nil {
 			return err
 		}

@@ -289,38 +289,32 @@ func (w *ProvisionWorker) orphanTx(ctx context.Context, job *river.Job[jobs.Prov
 
 func (w *ProvisionWorker) recordTx(ctx context.Context, job *river.Job[jobs.ProvisionArgs], inst cp.Instance, adopted bool) error {
 	a := job.Args
+	name := obs.EvProvisionStarted
+	if adopted {
+		name = obs.EvProvisionAdopted
+	}
+	ev := withActor(jobEvent(job.JobRow, a.WorkspaceID, name, map[string]any{
+		"instance_id": inst.InstanceID, "state": inst.State, "generation": a.Generation}))
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
-		cur, condemned, err := w.deps.st().LockForRecord(ctx, tx, a.WorkspaceID, inst.InstanceID)
+		// One round trip: the lock, the checks below and, when they all
+		// pass, the record and its event (store.LockAndRecord).
+		rec, err := w.deps.st().LockAndRecord(ctx, tx, a.WorkspaceID, a.Generation, a.Nonce, inst.InstanceID, stopEvents, ev)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if cur.InstanceID == inst.InstanceID {
+		cur := rec.Workspace
+		switch {
+		case rec.Recorded:
+			t.queue(zerolog.InfoLevel, ev)
+			return w.deps.outcome(ctx, tx, jobs.Outcome{WorkspaceID: a.WorkspaceID, Status: jobs.StatusRunning,
+				InstanceID: inst.InstanceID, Generation: a.Generation})
+		case cur.InstanceID == inst.InstanceID:
 			return nil // already ours (a twin attempt recorded it)
-		}
-		if stopped, err := w.deps.st().InstanceStoppedBefore(ctx, tx, a.WorkspaceID, inst.InstanceID, stopEvents); err != nil || stopped {
-			if err != nil {
-				return err
-			}
+		case rec.Stopped:
 			return w.refuseStopped(ctx, tx, t, job, cur, inst)
 		}
-		name := obs.EvProvisionStarted
-		if adopted {
-			name = obs.EvProvisionAdopted
-		}
-		ev := withActor(jobEvent(job.JobRow, a.WorkspaceID, name, map[string]any{
-			"instance_id": inst.InstanceID, "state": inst.State, "generation": a.Generation}))
-		recorded := false
-		if !condemned && cur.Nonce == a.Nonce {
-			if recorded, err = w.deps.st().RecordInstanceWithEvent(ctx, tx, a.WorkspaceID, a.Generation, inst.InstanceID, ev); err != nil {
-				return err
-			}
-		}
-		if !recorded {
-			return w.handOff(ctx, tx, t, job, cur, inst)
-		}
-		t.queue(zerolog.InfoLevel, ev)
-		return w.deps.outcome(ctx, tx, jobs.Outcome{WorkspaceID: a.WorkspaceID, Status: jobs.StatusRunning,
-			InstanceID: inst.InstanceID, Generation: a.Generation})
+		// Condemned, or the row moved on (a stop, a newer generation).
+		return w.handOff(ctx, tx, t, job, cur, inst)
 	})
 }
 

@@ -162,30 +162,30 @@ var errProvisionInFlight = errors.New("a provision for this workspace is still i
 // workspace should run again, in the completing transaction.
 func (w *TerminateWorker) finish(ctx context.Context, job *river.Job[jobs.TerminateArgs], stoppedID string, listed []string) error {
 	id := job.Args.WorkspaceID
+	fields := map[string]any{"instance_id": stoppedID}
+	if len(listed) > 0 {
+		fields["listed_instance_ids"] = listed // read back by StoppedInstances
+	}
+	stopped := withActor(jobEvent(job.JobRow, id, obs.EvProvisionStopped, fields))
 	return complete(ctx, w.deps, job, func(tx pgx.Tx, t *timeline) error {
-		cur, err := w.deps.st().Lock(ctx, tx, id)
+		// One round trip: the lock, the stop event and, unless the
+		// workspace is to run again, the row's stop (store.LockAndFinishStop).
+		cur, marked, err := w.deps.st().LockAndFinishStop(ctx, tx, id, stoppedID, stopped)
 		if err != nil {
 			return err
 		}
 		if cur.Status != store.StatusStopping || cur.InstanceID != stoppedID {
 			return fmt.Errorf("workspace %s changed during terminate (status %s)", id, cur.Status)
 		}
-		fields := map[string]any{"instance_id": stoppedID, "desired": cur.Desired}
-		if len(listed) > 0 {
-			fields["listed_instance_ids"] = listed // read back by StoppedInstances
-		}
-		stopped := withActor(jobEvent(job.JobRow, id, obs.EvProvisionStopped, fields))
+		fields["desired"] = cur.Desired // as the statement wrote it
+		t.queue(zerolog.InfoLevel, stopped)
 		if cur.Desired == store.DesiredRunning {
-			if err := t.add(ctx, tx, zerolog.InfoLevel, stopped); err != nil {
-				return err
-			}
 			return w.restart(ctx, tx, t, job, cur)
 		}
-		if ok, err := w.deps.st().MarkStoppedWithEvent(ctx, tx, id, stoppedID, stopped); err != nil || !ok {
-			return errors.Join(err, fmt.Errorf("workspace %s: mark stopped matched no row", id))
+		if !marked {
+			return fmt.Errorf("workspace %s: mark stopped matched no row", id)
 		}
-		t.queue(zerolog.InfoLevel, stopped)
-		status := jobs.StatusStopped // markStoppedSQL's choice, made on the locked row
+		status := jobs.StatusStopped // finishStopSQL's choice, made on the locked row
 		if cur.Desired == store.DesiredDeleted {
 			status = jobs.StatusRemoved
 		}
