@@ -42,7 +42,10 @@ type Config struct {
 	SweepEnabled    bool
 	UIUser, UIPass  string
 	ShutdownTimeout time.Duration // zero: 30s
-	EventRetention  time.Duration // zero: 90 days
+	// Prune configures the timeline pruner, a periodic job the leader
+	// runs; zero fields: jobs.DefaultPruneSettings() (90 days' retention,
+	// hourly, 10000 events a DELETE).
+	Prune jobs.PruneSettings
 	// Logger receives the worker's JSON events; the zero Logger drops them.
 	Logger zerolog.Logger
 	// Env and OnOutcome are the host's hooks; both optional. With them
@@ -57,7 +60,8 @@ type Config struct {
 // Defaults a hand-built Config gets for zero fields: the command's.
 const (
 	DefaultShutdownTimeout = 30 * time.Second
-	DefaultEventRetention  = 90 * 24 * time.Hour
+	// DefaultEventRetention is Prune.Retention's default.
+	DefaultEventRetention = jobs.DefaultEventRetention
 	// DefaultFetchCooldown is the command's, not River's 100ms: pickup in
 	// ~13ms rather than ~50ms, at more queries.
 	DefaultFetchCooldown = 5 * time.Millisecond
@@ -88,7 +92,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		UIUser:          c.UIUser,
 		UIPass:          c.UIPass,
 		ShutdownTimeout: c.ShutdownTimeout,
-		EventRetention:  c.EventRetention,
+		Prune:           c.Prune,
 		Logger:          log,
 	}, nil
 }
@@ -139,9 +143,7 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	if c.EventRetention <= 0 {
-		c.EventRetention = DefaultEventRetention
-	}
+	c.Prune = c.Prune.Or(jobs.DefaultPruneSettings())
 	return c
 }
 
@@ -152,7 +154,7 @@ func (c Config) internal() workerenv.Config {
 		UIUser:          c.UIUser,
 		UIPass:          c.UIPass,
 		ShutdownTimeout: c.ShutdownTimeout,
-		EventRetention:  c.EventRetention,
+		Prune:           c.Prune,
 		CP:              c.CP.internal(),
 		Settings:        c.Settings,
 		Options:         c.Options,

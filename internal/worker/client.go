@@ -60,6 +60,11 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.C
 			return nil, err
 		}
 	}
+	if opts.Prune != nil {
+		if err := addPrune(cfg, workers, deps, *opts.Prune); err != nil {
+			return nil, err
+		}
+	}
 	if opts.RescueAfter <= max(deps.Settings.ProvisionTimeout, deps.Settings.TerminateTimeout) {
 		return nil, fmt.Errorf("rescue-after %s must exceed the job timeouts", opts.RescueAfter)
 	}
