@@ -42,6 +42,8 @@ type Options struct {
 	DiscardedRetention time.Duration
 	// Sweep configures the periodic orphan sweep; nil disables it.
 	Sweep *SweepSettings
+	// Prune configures the periodic timeline pruner; nil disables it.
+	Prune *PruneSettings
 	// Logger receives River's own logs.
 	Logger *slog.Logger
 	// ID names the client (River UI shows it); default River's.

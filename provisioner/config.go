@@ -43,7 +43,10 @@ type Config struct {
 	SweepEnabled    bool
 	UIUser, UIPass  string
 	ShutdownTimeout time.Duration // zero: 30s
-	EventRetention  time.Duration // zero: 90 days
+	// Prune configures the timeline pruner, a periodic job the leader
+	// runs; zero fields: jobs.DefaultPruneSettings() (90 days' retention,
+	// hourly, 10000 events a DELETE).
+	Prune jobs.PruneSettings
 	// Logger receives the worker's JSON events; the zero Logger drops them.
 	Logger zerolog.Logger
 	// Env and OnOutcome are the host's hooks; both optional. With them
@@ -60,7 +63,8 @@ type Config struct {
 // jobs).
 const (
 	DefaultShutdownTimeout = workerenv.DefaultShutdownTimeout
-	DefaultEventRetention  = workerenv.DefaultEventRetention
+	// DefaultEventRetention is Prune.Retention's default.
+	DefaultEventRetention = jobs.DefaultEventRetention
 	// DefaultFetchCooldown is the command's, not River's 100ms: pickup in
 	// ~13ms rather than ~50ms, at more queries.
 	DefaultFetchCooldown = jobs.DefaultFetchCooldown
@@ -91,7 +95,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		UIUser:          c.UIUser,
 		UIPass:          c.UIPass,
 		ShutdownTimeout: c.ShutdownTimeout,
-		EventRetention:  c.EventRetention,
+		Prune:           c.Prune,
 		Logger:          log,
 	}, nil
 }
@@ -140,9 +144,7 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	if c.EventRetention <= 0 {
-		c.EventRetention = DefaultEventRetention
-	}
+	c.Prune = c.Prune.Or(jobs.DefaultPruneSettings())
 	return c
 }
 
@@ -153,7 +155,7 @@ func (c Config) internal() workerenv.Config {
 		UIUser:          c.UIUser,
 		UIPass:          c.UIPass,
 		ShutdownTimeout: c.ShutdownTimeout,
-		EventRetention:  c.EventRetention,
+		Prune:           c.Prune,
 		CP:              c.CP.internal(),
 		Settings:        c.Settings,
 		Options:         c.Options,

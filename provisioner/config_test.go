@@ -53,6 +53,8 @@ func TestNew_RefusesBadConfigBeforeConnecting(t *testing.T) {
 		{"ui password without user", func(c *provisioner.Config) { c.UIPass = secretPass }, []string{"RIVER_BASIC_AUTH_USER"}},
 		{"job timeout under cp timeout", func(c *provisioner.Config) { c.CP.Timeout = 5 * time.Minute }, []string{"PROVISION_TIMEOUT", "CP_TIMEOUT"}},
 		{"rescue before the job timeouts", func(c *provisioner.Config) { c.Options.RescueAfter = time.Minute }, []string{"RESCUE_AFTER", "must exceed"}},
+		{"negative event retention", func(c *provisioner.Config) { c.Prune.Retention = -time.Hour }, []string{"EVENT_RETENTION"}},
+		{"negative prune batch size", func(c *provisioner.Config) { c.Prune.BatchSize = -1 }, []string{"EVENT_PRUNE_BATCH_SIZE"}},
 		{"sweep grace under a provision's life", func(c *provisioner.Config) {
 			c.SweepEnabled = true
 			c.Sweep = jobs.DefaultSweepSettings()

@@ -23,7 +23,7 @@ func TestWithDefaults_HandBuiltConfigGetsTheCommandsDefaults(t *testing.T) {
 	require.Equal(t, want.Settings, got.Settings)
 	require.Equal(t, want.Sweep, got.Sweep)
 	require.Equal(t, want.ShutdownTimeout, got.ShutdownTimeout)
-	require.Equal(t, want.EventRetention, got.EventRetention)
+	require.Equal(t, want.Prune, got.Prune)
 	require.Equal(t, want.CP.Timeout, got.CP.Timeout)
 	require.Equal(t, want.CP.BaseURL, got.CP.BaseURL)
 }

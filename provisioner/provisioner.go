@@ -123,6 +123,8 @@ func build(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Worker, error)
 		sw := cfg.Sweep
 		opts.Sweep = &sw
 	}
+	prune := cfg.Prune
+	opts.Prune = &prune
 	deps := &worker.Deps{CP: api, Log: w.log, Metrics: w.metrics, Settings: cfg.Settings,
 		Env: cfg.Env, OnOutcome: cfg.OnOutcome}
 	if w.client, err = worker.NewWorkerClient(pool, deps, opts); err != nil {
@@ -137,12 +139,12 @@ func build(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Worker, error)
 	return w, nil
 }
 
-// Start starts working jobs (and, when enabled, the periodic sweep), and
-// the loops beside them: database gauges, clock-skew watch, job outcome
-// counters, timeline pruning and River UI's services. ctx bounds the
-// start only: the worker runs until Stop, so a host's request context or
-// a signal context cancelled at SIGTERM does not cut running jobs off
-// before Stop's graceful phase. After an error, call Stop to release what
+// Start starts working jobs (the periodic timeline pruner among them,
+// and, when enabled, the periodic sweep), and the loops beside them:
+// database gauges, clock-skew watch, job outcome counters and River UI's
+// services. ctx bounds the start only: the worker runs until Stop, so a
+// host's request context or a signal context cancelled at SIGTERM does
+// not cut running jobs off before Stop's graceful phase. After an error, call Stop to release what
 // it started.
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
@@ -173,7 +175,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // waits for them, so none outlives the pool.
 func (w *Worker) runLoops(bg context.Context) {
 	done := workerloop.WatchJobs(bg, w.client, w.log, w.metrics)
-	w.loops.Add(4)
+	w.loops.Add(3)
 	go func() { defer w.loops.Done(); <-done }()
 	go func() {
 		defer w.loops.Done()
@@ -184,10 +186,6 @@ func (w *Worker) runLoops(bg context.Context) {
 	go func() {
 		defer w.loops.Done()
 		workerloop.WatchClock(bg, w.pool, w.cfg.Options, w.cfg.Settings, w.log, w.metrics)
-	}()
-	go func() {
-		defer w.loops.Done()
-		workerloop.PruneEvents(bg, store.MustFor(w.cfg.Settings.Schema), w.pool, w.cfg.EventRetention, w.log)
 	}()
 }
 

@@ -29,8 +29,8 @@ func main() {
 func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(args) > 0 && args[0] == "migrate" {
-		return exit(app.RunMigrate(ctx, args[1:], os.Getenv, os.Stdout), app.MigrateUsage)
+	if cmd, ok := app.FindWorkerCommand(args); ok {
+		return exit(cmd.Run(ctx, args[1:], os.Getenv, os.Stdout), cmd.Usage)
 	}
 	cfg, err := app.ParseWorker(args, os.Getenv)
 	if err != nil {

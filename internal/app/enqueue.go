@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,17 +34,46 @@ func (cli CLI) lookupEnv(k string) (string, bool) {
 	return v, v != ""
 }
 
-// command is one enqueue subcommand.
+// command is one enqueue subcommand: its row in --help, the flags line
+// `enqueue <name> --help` prints, and what runs it.
 type command struct {
-	summary string
-	run     func(ctx context.Context, cli CLI, args []string) error
+	name    string
+	summary string // one line of `enqueue --help`
+	usage   string // `enqueue <name> --help`'s first line (and any text after it)
+	run     func(ctx context.Context, cli CLI, args []string, usage string) error
 }
 
-// commands lists the subcommands; enqueue_ops.go adds to it.
-var commands = map[string]command{
-	"provision": {"create or start a workspace (generation+1 when stopped)", runProvision},
-	"terminate": {"stop a workspace (--delete: remove it)", runTerminate},
-	"restart":   {"stop then start the next generation", runRestart},
+// commands is every enqueue subcommand, in the order --help lists them
+// (by name). It is the one place a subcommand is added: RunEnqueue
+// dispatches from it and EnqueueUsage prints it, so the help cannot list
+// a command that does not run or miss one that does.
+var commands = []command{
+	{"console", "print a workspace's serial console through the CP's admin route (not stored)",
+		"console --workspace-id UUID   (CP settings from the env, as the worker's; CP_ADMIN_API_TOKEN for /cp/admin/*)", runConsole},
+	{"import", "cutover: register the host's running workspaces as owned (JSON lines on stdin, or --query)",
+		importUsage, runImport},
+	{"provision", "create or start a workspace (generation+1 when stopped)",
+		"provision --workspace-id UUID [--runtime R] [--tier N] [--platform-url U] [--env K=V]...", runProvision},
+	{"restart", "stop then start the next generation",
+		"restart --workspace-id UUID", runRestart},
+	{"retry", "re-queue jobs by id, or by kind and state (dead terminates after an outage)",
+		"retry --job-id N [--job-id N]...  |  retry --kind K --state S [--limit L]", runRetry},
+	{"sweep", "run one orphan sweep now (--dry-run, --force past the breaker, --wait for its counts)",
+		"sweep [--dry-run] [--force] [--wait]", runSweep},
+	{"terminate", "stop a workspace (--delete: remove it)",
+		"terminate --workspace-id UUID [--delete]", runTerminate},
+	{"timeline", "print a workspace's events, attempts and errors in time order",
+		"timeline --workspace-id UUID [--json]", runTimeline},
+}
+
+// findCommand looks a subcommand up by name.
+func findCommand(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
 }
 
 // RunEnqueue runs one subcommand. Errors wrapping config.ErrUsage (or the
@@ -59,12 +86,12 @@ func RunEnqueue(ctx context.Context, cli CLI, args []string) error {
 		}
 		return nil
 	}
-	cmd, ok := commands[args[0]]
+	cmd, ok := findCommand(args[0])
 	if !ok {
 		// Not repeated: a pasted secret would be echoed to stderr.
 		return fmt.Errorf("%w: unknown subcommand, not repeated here (run `enqueue --help` for the list)", config.ErrUsage)
 	}
-	return cmd.run(ctx, cli, args[1:])
+	return cmd.run(ctx, cli, args[1:], cmd.usage)
 }
 
 // IsBadInput reports whether err means exit 2.
@@ -75,13 +102,8 @@ func IsBadInput(err error) bool {
 // EnqueueUsage writes `enqueue --help`.
 func EnqueueUsage(w io.Writer) {
 	fmt.Fprint(w, "Usage: enqueue <subcommand> [flags]   (DATABASE_URL required; `enqueue <subcommand> --help` for flags)\n\n")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "\nOutput is JSON on stdout (console: the console text, stored nowhere). Exit 0 done, 2 bad input (nothing written), 1 anything else.\n")
 }
@@ -167,111 +189,4 @@ func printResult(w io.Writer, res jobs.Result) error {
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	return enc.Encode(v)
-}
-
-func runProvision(ctx context.Context, cli CLI, args []string) error {
-	var c common
-	var req jobs.ProvisionRequest
-	env := envFlag{lookup: cli.lookupEnv}
-	set := config.New("enqueue provision", cli.Getenv)
-	commonSettings(set, &c)
-	set.String(&req.WorkspaceID, "workspace-id", "", "", "workspace UUID (required)")
-	set.String(&req.Runtime, "runtime", "", "", "runtime to run (kept from the last generation when empty)")
-	set.Int(&req.Tier, "tier", "", 0, 0, jobs.MaxTier, "instance tier (kept from the last generation when 0)")
-	set.String(&req.PlatformURL, "platform-url", "", "", "platform URL the workspace calls back (http/https)")
-	set.FlagSet().Var(&env, "env", "K=V to pass to the workspace, repeatable; K alone takes the value from this process's environment (keeps secrets out of ps)")
-	if err := parseCmd(cli, set, &c, args, "provision --workspace-id UUID [--runtime R] [--tier N] [--platform-url U] [--env K=V]..."); err != nil {
-		return err
-	}
-	if err := env.err; err != nil {
-		return err
-	}
-	if env.set {
-		req.Env = env.values
-	}
-	req.Actor = "enqueue"
-	return withTx(ctx, c, func(tx pgx.Tx, client *jobs.Client) error {
-		res, err := jobs.RequestProvision(ctx, tx, client, req)
-		if err != nil {
-			return err
-		}
-		return printResult(cli.Out, res)
-	})
-}
-
-func runTerminate(ctx context.Context, cli CLI, args []string) error {
-	var c common
-	var req jobs.TerminateRequest
-	set := config.New("enqueue terminate", cli.Getenv)
-	commonSettings(set, &c)
-	set.String(&req.WorkspaceID, "workspace-id", "", "", "workspace UUID (required)")
-	set.Bool(&req.Delete, "delete", "", false, "remove the workspace (status removed) instead of stopping it")
-	if err := parseCmd(cli, set, &c, args, "terminate --workspace-id UUID [--delete]"); err != nil {
-		return err
-	}
-	req.Actor = "enqueue"
-	return withTx(ctx, c, func(tx pgx.Tx, client *jobs.Client) error {
-		res, err := jobs.RequestTerminate(ctx, tx, client, req)
-		if err != nil {
-			return err
-		}
-		return printResult(cli.Out, res)
-	})
-}
-
-func runRestart(ctx context.Context, cli CLI, args []string) error {
-	var c common
-	var id string
-	set := config.New("enqueue restart", cli.Getenv)
-	commonSettings(set, &c)
-	set.String(&id, "workspace-id", "", "", "workspace UUID (required)")
-	if err := parseCmd(cli, set, &c, args, "restart --workspace-id UUID"); err != nil {
-		return err
-	}
-	return withTx(ctx, c, func(tx pgx.Tx, client *jobs.Client) error {
-		res, err := jobs.RequestRestart(ctx, tx, client, id, "enqueue")
-		if err != nil {
-			return err
-		}
-		return printResult(cli.Out, res)
-	})
-}
-
-// envFlag collects repeated --env K=V (or --env K, read from the
-// environment). Values are never echoed in errors: they may be secrets.
-type envFlag struct {
-	lookup func(string) (string, bool)
-	values map[string]string
-	set    bool
-	err    error
-}
-
-func (e *envFlag) String() string { return "" }
-
-func (e *envFlag) Set(s string) error {
-	e.set = true
-	if e.values == nil {
-		e.values = map[string]string{}
-	}
-	k, v, hasValue := strings.Cut(s, "=")
-	if k == "" {
-		e.err = fmt.Errorf("%w: --env: want K=V or K, got an empty key", config.ErrUsage)
-		return e.err
-	}
-	if !hasValue {
-		// An unset name is a typo in a secret's name more often than
-		// not: provisioning with "" would ship an empty secret. A name
-		// set to the empty string is taken as it is.
-		var ok bool
-		if v, ok = e.lookup(k); !ok {
-			e.err = fmt.Errorf("%w: --env: %s is not set in this environment (use %s= for an empty value)", config.ErrUsage, k, k)
-			return e.err
-		}
-	}
-	if _, dup := e.values[k]; dup {
-		e.err = fmt.Errorf("%w: --env: %s given twice", config.ErrUsage, k)
-		return e.err
-	}
-	e.values[k] = v
-	return nil
 }

@@ -23,17 +23,13 @@ import (
 // its admin route. A boot log can hold the workspace's user-data (its env
 // values), so the text goes to this process's stdout and nowhere else:
 // never a log line, the timeline, a job or the database.
-func init() {
-	commands["console"] = command{"print a workspace's serial console through the CP's admin route (not stored)", runConsole}
-}
-
-func runConsole(ctx context.Context, cli CLI, args []string) error {
+func runConsole(ctx context.Context, cli CLI, args []string, usage string) error {
 	var c common
 	var id string
 	set := config.New("enqueue console", cli.Getenv)
 	commonSettings(set, &c)
 	set.String(&id, "workspace-id", "", "", "workspace UUID (required)")
-	if err := parseCmd(cli, set, &c, args, "console --workspace-id UUID   (CP settings from the env, as the worker's; CP_ADMIN_API_TOKEN for /cp/admin/*)"); err != nil {
+	if err := parseCmd(cli, set, &c, args, usage); err != nil {
 		return err
 	}
 	if _, err := uuid.Parse(id); err != nil {

@@ -19,10 +19,6 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-func init() {
-	commands["import"] = command{"cutover: register the host's running workspaces as owned (JSON lines on stdin, or --query)", runImport}
-}
-
 // maxImportLine bounds one JSON line on stdin; a row is four short fields.
 const maxImportLine = 64 << 10
 
@@ -54,7 +50,7 @@ const importActor = "enqueue import"
 // live instances unregistered for the sweep to treat as strays. Rows that
 // parse but are refused by jobs.Import are refused one by one: the others
 // are imported, every refusal is listed, and the command exits 1.
-func runImport(ctx context.Context, cli CLI, args []string) error {
+func runImport(ctx context.Context, cli CLI, args []string, usage string) error {
 	var c common
 	var query string
 	var dryRun, noCPCheck bool
@@ -63,7 +59,7 @@ func runImport(ctx context.Context, cli CLI, args []string) error {
 	set.String(&query, "query", "", "", `read the rows from this SELECT instead of stdin: its columns are workspace_id, instance_id, runtime, tier and, optionally, removed (bool), in that order (e.g. "SELECT id, instance_id, runtime, tier, status = 'removed' FROM public.workspaces WHERE instance_id IS NOT NULL")`)
 	set.Bool(&dryRun, "dry-run", "", false, "decide every row and report, change nothing")
 	set.Bool(&noCPCheck, "no-cp-check", "", false, "do not read the CP's list (a CP without a list endpoint): rows are imported without checking their instance is live")
-	if err := parseCmd(cli, set, &c, args, importUsage); err != nil {
+	if err := parseCmd(cli, set, &c, args, usage); err != nil {
 		return err
 	}
 	var rows []jobs.ImportRow

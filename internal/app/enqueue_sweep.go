@@ -14,15 +14,12 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-func init() {
-	commands["sweep"] = command{"run one orphan sweep now (--dry-run, --force past the breaker, --wait for its counts)", runSweep}
-}
-
 // sweepPoll is how often --wait looks at the sweep job; the worker that
 // runs it is another process, so there is no in-process signal to wait on.
 const sweepPoll = 200 * time.Millisecond
 
-func runSweep(ctx context.Context, cli CLI, args []string) error {
+// runSweep asks for one orphan sweep now, outside its schedule.
+func runSweep(ctx context.Context, cli CLI, args []string, usage string) error {
 	var c common
 	var sweepArgs jobs.OrphanSweepArgs
 	var wait bool
@@ -33,7 +30,7 @@ func runSweep(ctx context.Context, cli CLI, args []string) error {
 	set.Bool(&sweepArgs.Force, "force", "", false, "act even when the breaker is open (strays exceed SWEEP_BREAKER_SHARE of the fleet)")
 	set.Bool(&wait, "wait", "", false, "wait for the sweep to finish and print its counts")
 	set.Duration(&waitFor, "wait-timeout", "", 10*time.Minute, "with --wait: give up after this long")
-	if err := parseCmd(cli, set, &c, args, "sweep [--dry-run] [--force] [--wait]"); err != nil {
+	if err := parseCmd(cli, set, &c, args, usage); err != nil {
 		return err
 	}
 	return withClient(ctx, c, func(_ *pgxpool.Pool, client *jobs.Client) error {

@@ -63,6 +63,6 @@ func workerConfig(c WorkerConfig) provisioner.Config {
 		UIUser:          c.UIUser,
 		UIPass:          c.UIPass,
 		ShutdownTimeout: c.ShutdownTimeout,
-		EventRetention:  c.EventRetention,
+		Prune:           c.Prune,
 	}
 }

@@ -48,10 +48,12 @@ func WorkerUsage(w io.Writer) {
 	var c WorkerConfig
 	set := config.New("worker", func(string) string { return "" })
 	workerSettings(set, &c)
-	fmt.Fprint(w, `Usage:
-  worker [flags]                   run the worker until SIGTERM/SIGINT
-  worker migrate up|down|status    run the goose migrations (down: [--to N] [--force])
-
+	fmt.Fprintln(w, "Usage:")
+	workerCommandLine(w, "[flags]", "run the worker until SIGTERM/SIGINT")
+	for _, c := range workerCommands {
+		workerCommandLine(w, c.Name+" "+c.Args, c.Summary)
+	}
+	fmt.Fprint(w, `
 The control plane is configured by env only (see docs/design.md#cp-contract):
   MOLECULE_ORG_ID (required), CP_PROVISION_URL / MOLECULE_CP_URL
   [default https://api.moleculesai.app], MOLECULE_CP_SHARED_SECRET

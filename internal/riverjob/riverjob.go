@@ -23,12 +23,13 @@ const (
 	KindTerminate         = "workspace_terminate"
 	KindInstanceTerminate = "instance_terminate"
 	KindOrphanSweep       = "orphan_sweep"
+	KindEventPrune        = "event_prune"
 )
 
 // Kinds returns every kind the worker registers, for code that labels or
 // counts per kind (metrics, gauges) and must not miss one.
 func Kinds() []string {
-	return []string{KindProvision, KindTerminate, KindInstanceTerminate, KindOrphanSweep}
+	return []string{KindProvision, KindTerminate, KindInstanceTerminate, KindOrphanSweep, KindEventPrune}
 }
 
 // Queues. Terminates have their own so a stop never waits behind a

@@ -78,6 +78,11 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.C
 			return nil, err
 		}
 	}
+	if opts.Prune != nil {
+		if err := addPrune(cfg, workers, deps, *opts.Prune); err != nil {
+			return nil, err
+		}
+	}
 	if err := jobs.CheckRescueAfter(opts.RescueAfter, deps.Settings); err != nil {
 		return nil, err
 	}

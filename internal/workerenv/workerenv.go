@@ -17,13 +17,10 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-// Defaults of the worker's own settings (the process's, not River's or
-// the jobs'); provisioner's hand-built Config takes its zero fields from
-// here too.
-const (
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultEventRetention  = 90 * 24 * time.Hour
-)
+// DefaultShutdownTimeout is the worker process's own default (not
+// River's or the jobs'); provisioner's hand-built Config takes its zero
+// field from here too. The pruner's defaults are jobs.DefaultPruneSettings.
+const DefaultShutdownTimeout = 30 * time.Second
 
 // Config is everything the worker reads.
 type Config struct {
@@ -32,12 +29,12 @@ type Config struct {
 	LogLevel        string
 	UIUser, UIPass  string
 	ShutdownTimeout time.Duration
-	EventRetention  time.Duration
 	CP              cp.Config
 	Settings        jobs.Settings
 	Options         jobs.Options
 	Sweep           jobs.SweepSettings
 	SweepEnabled    bool
+	Prune           jobs.PruneSettings
 }
 
 // Declare declares every setting of the worker on set.
@@ -45,6 +42,7 @@ func Declare(set *config.Set, c *Config) {
 	d := jobs.DefaultSettings()
 	o := jobs.Options{}.WithDefaults(d) // the River client's defaults, from their one place
 	c.Sweep = jobs.DefaultSweepSettings()
+	c.Prune = jobs.DefaultPruneSettings()
 	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
 	SchemaSetting(set, &c.Settings.Schema)
 	set.String(&c.HTTPAddr, "http-addr", "WORKER_HTTP_ADDR", "127.0.0.1:8080", "address for /healthz, /readyz, /metrics and River UI")
@@ -52,7 +50,9 @@ func Declare(set *config.Set, c *Config) {
 	set.String(&c.UIUser, "ui-user", "RIVER_BASIC_AUTH_USER", "", "River UI basic-auth user (required off loopback)")
 	set.EnvSecret(&c.UIPass, "RIVER_BASIC_AUTH_PASS", "River UI basic-auth password (required off loopback; env only)")
 	set.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, "on SIGTERM, how long running jobs may finish before they are cancelled (and requeued)")
-	set.Duration(&c.EventRetention, "event-retention", "EVENT_RETENTION", DefaultEventRetention, "how long workspace timeline events are kept")
+	set.Duration(&c.Prune.Retention, "event-retention", "EVENT_RETENTION", c.Prune.Retention, "how long workspace timeline events are kept")
+	set.Duration(&c.Prune.Interval, "event-prune-interval", "EVENT_PRUNE_INTERVAL", c.Prune.Interval, "how often the timeline pruner runs (a periodic job, leader only, one at a time)")
+	set.Int(&c.Prune.BatchSize, "event-prune-batch-size", "EVENT_PRUNE_BATCH_SIZE", c.Prune.BatchSize, 1, 1000000, "timeline events one DELETE removes; a prune repeats until a batch comes back short")
 	set.Int(&c.Options.ProvisionWorkers, "provision-workers", "PROVISION_WORKERS", o.ProvisionWorkers, 1, 10000, "concurrent provision jobs in this process")
 	set.Int(&c.Options.TerminateWorkers, "terminate-workers", "TERMINATE_WORKERS", o.TerminateWorkers, 1, 10000, "concurrent terminate jobs in this process (their own queue)")
 	set.Duration(&c.Options.FetchCooldown, "fetch-cooldown", "FETCH_COOLDOWN", jobs.DefaultFetchCooldown, "River fetch cooldown: lower picks jobs up sooner at more queries")
@@ -130,6 +130,9 @@ func (c *Config) Check() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("%w: SHUTDOWN_TIMEOUT must be a positive duration", config.ErrUsage)
+	}
+	if err := c.Prune.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", config.ErrUsage, err)
 	}
 	if c.SweepEnabled {
 		if err := c.Sweep.Validate(c.Settings.ProvisionTimeout, c.Options.RescueAfter); err != nil {

@@ -1,7 +1,8 @@
 // Package workerloop holds the worker's background loops beside River's
-// client: job outcome counters, the clock-skew watch and the timeline
-// pruner. provisioner runs them; they are a package of their own so the
-// metrics test can drive one without a whole worker.
+// client: job outcome counters and the clock-skew watch (the timeline
+// pruner is a River periodic job in internal/worker, so one replica runs
+// it, not each). provisioner runs them; they are a package of their own
+// so the metrics test can drive one without a whole worker.
 package workerloop
 
 import (
@@ -16,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/molecule-ai/provision-worker/internal/obs"
-	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -111,28 +111,6 @@ func WatchClock(ctx context.Context, pool *pgxpool.Pool, opts jobs.Options, s jo
 		}
 		if errors.Is(err, jobs.ErrClockSkew) {
 			log.Error().Str("evt", EvClockSkew).Err(err).Msg("clock skew: River may rescue attempts that are still running")
-		}
-	}
-}
-
-// PruneEvents applies the timeline's retention once an hour.
-func PruneEvents(ctx context.Context, st *store.Store, pool *pgxpool.Pool, retention time.Duration, log zerolog.Logger) {
-	tick := time.NewTicker(time.Hour)
-	defer tick.Stop()
-	for {
-		for {
-			n, err := st.PruneEvents(ctx, pool, retention, 10000)
-			if err != nil && ctx.Err() == nil {
-				log.Warn().Err(err).Msg("prune timeline events")
-			}
-			if err != nil || n < 10000 {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
 		}
 	}
 }
