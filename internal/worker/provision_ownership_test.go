@@ -288,8 +288,9 @@ func TestProvision_StaleGenerationJobMakesNoCPCall(t *testing.T) {
 	stale, err := e.Insert.Insert(ctx, jobs.ProvisionArgs{WorkspaceID: id, Generation: 1, Nonce: "gen1"}, nil)
 	require.NoError(t, err)
 
+	wait := jobEvents(t, e, river.EventKindJobCompleted, river.EventKindJobFailed)
 	e.Start()
-	ev := waitJobEvent(t, e, stale.Job.ID, river.EventKindJobCompleted, river.EventKindJobFailed)
+	ev := wait(stale.Job.ID)
 
 	require.Equal(t, river.EventKindJobCompleted, ev.Kind)
 	require.Empty(t, e.CP.Requests(), "a stale provision called the CP")

@@ -16,20 +16,26 @@ import (
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
-// waitJobEvent waits until the worker reports one of kinds for jobID.
-func waitJobEvent(t *testing.T, e *jobtest.Env, jobID int64, kinds ...river.EventKind) *river.Event {
+// jobEvents subscribes to the worker's kinds events now, before the
+// caller inserts or starts what produces them (a fast job's event sent
+// before a later subscription would be missed), and returns a wait for
+// one job's first such event.
+func jobEvents(t *testing.T, e *jobtest.Env, kinds ...river.EventKind) (wait func(jobID int64) *river.Event) {
 	t.Helper()
 	events, cancel := e.Worker.Subscribe(kinds...)
-	defer cancel()
-	deadline := time.After(30 * time.Second)
-	for {
-		select {
-		case ev := <-events:
-			if ev.Job.ID == jobID {
-				return ev
+	t.Cleanup(cancel)
+	return func(jobID int64) *river.Event {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Job.ID == jobID {
+					return ev
+				}
+			case <-deadline:
+				t.Fatalf("no %v event for job %d", kinds, jobID)
 			}
-		case <-deadline:
-			t.Fatalf("no %v event for job %d", kinds, jobID)
 		}
 	}
 }
@@ -42,8 +48,9 @@ func TestTerminate_WaitsForProvisionInFlightThenKillsItsInstance(t *testing.T) {
 	e.Provision(jobs.ProvisionRequest{WorkspaceID: id})
 	inst := gate.next(t)
 
+	wait := jobEvents(t, e, river.EventKindJobSnoozed, river.EventKindJobCompleted)
 	stop := e.Terminate(id)
-	ev := waitJobEvent(t, e, stop.Job.ID, river.EventKindJobSnoozed, river.EventKindJobCompleted)
+	ev := wait(stop.Job.ID)
 
 	require.Equal(t, river.EventKindJobSnoozed, ev.Kind, "the stop finished while a provision was still in flight")
 	require.Equal(t, store.StatusStopping, e.Workspace(id).Status)
