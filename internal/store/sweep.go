@@ -101,23 +101,33 @@ const suspectSelect = `
 		ORDER BY j.id DESC LIMIT 1) d ON true`
 
 // suspectWhere keeps rows that hold an instance id they should not, rows
-// in stopping, and provisioning rows past the deadline.
+// in stopping, and provisioning rows past the deadline. It must keep
+// implying the predicate of the partial index workspaces_suspect_idx
+// (migrations/00010): that index is how a page reads only suspects
+// instead of walking every row in id order.
 const suspectWhere = `(
 		(w.status IN ('stopped', 'removed', 'failed') AND w.instance_id IS NOT NULL)
 		OR w.status = 'stopping'
 		OR (w.status = 'provisioning' AND w.status_changed_at < now() - $1::interval))`
+
+// suspectPage is SuspectRows' statement; keyset adds the id lower bound
+// $5 of every page after the first.
+func suspectPage(keyset bool) string {
+	if keyset {
+		return suspectSelect + ` WHERE ` + suspectWhere + ` AND w.id > $5::uuid ORDER BY w.id LIMIT $4`
+	}
+	return suspectSelect + ` WHERE ` + suspectWhere + ` ORDER BY w.id LIMIT $4`
+}
 
 // SuspectRows reads one page of suspects after the id after ("" for the
 // first page), in id order: keyset paging, so memory stays flat however
 // many rows there are and rows changed by the sweep are never revisited.
 func (st *Store) SuspectRows(ctx context.Context, db DB, kinds SweepKinds, deadline time.Duration, after string, limit int) ([]SuspectRow, error) {
 	args := []any{interval(deadline), kinds.Provision, kinds.Terminate, limit}
-	keyset := ""
 	if after != "" {
-		keyset = ` AND w.id > $5::uuid`
 		args = append(args, after)
 	}
-	rows, err := st.on(db).Query(ctx, suspectSelect+` WHERE `+suspectWhere+keyset+` ORDER BY w.id LIMIT $4`, args...)
+	rows, err := st.on(db).Query(ctx, suspectPage(after != ""), args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: read sweep suspects: %w", err)
 	}

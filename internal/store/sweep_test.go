@@ -1,0 +1,158 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/molecule-ai/provision-worker/internal/store"
+	"github.com/molecule-ai/provision-worker/internal/testdb"
+)
+
+var sweepKinds = store.SweepKinds{Provision: "workspace_provision", Terminate: "workspace_terminate", InstanceTerminate: "instance_terminate"}
+
+const sweepDeadline = 15 * time.Minute
+
+// seedRow inserts one workspace row and returns its id.
+func seedRow(t *testing.T, pool *pgxpool.Pool, status, instanceID string, changedAgo time.Duration) string {
+	t.Helper()
+	id := uuid.NewString()
+	var inst any
+	if instanceID != "" {
+		inst = instanceID
+	}
+	_, err := pool.Exec(context.Background(), `
+		INSERT INTO provisioner.workspaces (id, status, desired_state, instance_id, provision_nonce, status_changed_at)
+		VALUES ($1, $2, 'running', $3, 'n', now() - $4::interval)`,
+		id, status, inst, fmt.Sprintf("%d seconds", int(changedAgo.Seconds())))
+	require.NoError(t, err)
+	return id
+}
+
+// seedRunning adds n running rows with instances, the bulk of a fleet
+// that no sweep page may have to read.
+func seedRunning(t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), `
+		INSERT INTO provisioner.workspaces (id, status, desired_state, instance_id, provision_nonce)
+		SELECT gen_random_uuid(), 'running', 'running', 'i-' || lpad(to_hex(g), 12, '0'), 'n'
+		FROM generate_series(1, $1::int) g`, n)
+	require.NoError(t, err)
+	_, err = pool.Exec(context.Background(), `ANALYZE provisioner.workspaces`)
+	require.NoError(t, err)
+}
+
+var instanceSeq int
+
+func nextInstance() string {
+	instanceSeq++
+	return fmt.Sprintf("i-ab%010x", instanceSeq)
+}
+
+// TestSuspectRows_ReadsExactlyTheSuspects pins which rows are suspects
+// (the sweep's spec) across every status, with and without an instance,
+// fresh and past the deadline, paged in small pages.
+func TestSuspectRows_ReadsExactlyTheSuspects(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testdb.NewPool(t)
+	st := store.MustFor("")
+	seedRunning(t, pool, 50)
+
+	want := map[string]bool{}
+	for _, c := range []struct {
+		status   string
+		instance bool
+		old      bool
+		suspect  bool
+	}{
+		{"running", true, true, false},
+		{"running", false, true, false},
+		{"provisioning", false, false, false},
+		{"provisioning", true, false, false},
+		{"provisioning", false, true, true},
+		{"provisioning", true, true, true},
+		{"stopping", true, false, true},
+		{"stopping", false, true, true},
+		{"stopped", true, false, true},
+		{"stopped", false, true, false},
+		{"removed", true, false, true},
+		{"removed", false, true, false},
+		{"failed", true, false, true},
+		{"failed", false, true, false},
+	} {
+		inst, ago := "", time.Minute
+		if c.instance {
+			inst = nextInstance()
+		}
+		if c.old {
+			ago = time.Hour
+		}
+		id := seedRow(t, pool, c.status, inst, ago)
+		if c.suspect {
+			want[id] = true
+		}
+	}
+
+	got := map[string]bool{}
+	after := ""
+	for {
+		page, err := st.SuspectRows(ctx, pool, sweepKinds, sweepDeadline, after, 2)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		for _, s := range page {
+			require.Greater(t, s.ID, after, "pages must come in id order")
+			require.False(t, got[s.ID], "row %s read twice", s.ID)
+			got[s.ID] = true
+			after = s.ID
+		}
+	}
+	require.Equal(t, want, got)
+}
+
+// TestSuspectRows_PagesThroughTheSuspectIndex: each page must read only
+// suspects through workspaces_suspect_idx. Without it the planner walked
+// the whole primary key in id order and read every row to test the
+// filter (7 s per sweep at 1M rows), on the first page and on every
+// keyset page, with custom and generic (prepared) plans alike.
+func TestSuspectRows_PagesThroughTheSuspectIndex(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testdb.NewPool(t)
+	st := store.MustFor("")
+	seedRunning(t, pool, 5000)
+	seedRow(t, pool, "stopping", nextInstance(), time.Minute)
+	seedRow(t, pool, "provisioning", "", time.Hour)
+
+	for _, c := range []struct {
+		name, planMode string
+		keyset         bool
+	}{
+		{"first page custom plan", "force_custom_plan", false},
+		{"keyset page custom plan", "force_custom_plan", true},
+		{"first page generic plan", "force_generic_plan", false},
+		{"keyset page generic plan", "force_generic_plan", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := pool.Acquire(ctx)
+			require.NoError(t, err)
+			defer conn.Release()
+			_, err = conn.Exec(ctx, `SET plan_cache_mode = `+c.planMode)
+			require.NoError(t, err)
+			defer func() { _, _ = conn.Exec(ctx, `RESET plan_cache_mode`) }()
+			args := []any{"15 minutes", sweepKinds.Provision, sweepKinds.Terminate, 1000}
+			if c.keyset {
+				args = append(args, "00000000-0000-0000-0000-000000000000")
+			}
+			var plan string
+			require.NoError(t, conn.QueryRow(ctx, `EXPLAIN (FORMAT JSON) `+store.SuspectPageSQL(st, c.keyset), args...).Scan(&plan))
+			require.Contains(t, plan, `"Index Name": "workspaces_suspect_idx"`)
+			require.NotContains(t, plan, `"Index Name": "workspaces_pkey"`)
+		})
+	}
+}
