@@ -33,7 +33,6 @@ func TestLockStatements_PipelinedAndLibPQAgree(t *testing.T) {
 		rec              store.Recording
 		recErr           error
 		marked           bool
-		finErr           error
 		nEvents          int
 		status, instance string
 	}
