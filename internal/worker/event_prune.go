@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/store"
@@ -36,8 +35,7 @@ func (EventPruneArgs) Kind() string { return KindEventPrune }
 // failed prune's retry never overlaps the next period's. Completed is
 // left out, or the first prune would block every later one until River's
 // cleaner removed it.
-var pruneUniqueStates = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
-	rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}
+var pruneUniqueStates = riverjob.LiveStates()
 
 // InsertOpts puts prunes on the maintenance queue, one unfinished at a
 // time (pruneUniqueStates), whoever inserts them.
