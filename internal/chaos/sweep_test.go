@@ -1,9 +1,13 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -11,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
+	"github.com/molecule-ai/provision-worker/internal/sweep"
 )
 
 // TestChaos_SweepCollectsWhatAnIdempotencyBlindCPLeaks runs the chaos
@@ -75,7 +80,7 @@ func TestChaos_SweepCollectsWhatAnIdempotencyBlindCPLeaks(t *testing.T) {
 	t.Log(line)
 	fmt.Println(line)
 	if !after.clean() && after.leaked+after.lost+after.discarded > 0 {
-		t.Logf("sweep output: %s", sweepOut)
+		t.Logf("sweep result: %s", sweepOut)
 		after.explain(t)
 	}
 	require.Zero(t, after.leaked, "instances still live after the sweep")
@@ -95,13 +100,27 @@ func seedStrays(w *world, ids []string, rng *rand.Rand) int {
 	return 10
 }
 
-// sweep runs one forced sweep through the enqueue binary and waits for it.
-// Forced, because after a drain every live instance is a stray and the
-// breaker (rightly) refuses to act on a fleet that is all strays.
+// sweep runs one forced sweep through the enqueue binary, waits for it,
+// and returns its printed result. Forced, because after a drain every
+// live instance is a stray and the breaker (rightly) refuses to act on a
+// fleet that is all strays. A sweep that found another one holding the
+// lock did nothing: a worker that became leader after the drain runs the
+// periodic sweep on start (unforced, so it refuses the all-stray fleet),
+// and the forced one is asked again, as an operator would.
 func (w *world) sweep(t *testing.T) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_, code, stderr := w.runEnqueue(ctx, w.dbURL, "sweep", "--force", "--wait", "--wait-timeout", "90s")
-	require.Equal(t, 0, code, "enqueue sweep: %s", stderr)
-	return stderr
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, w.enqueue, "sweep", "--force", "--wait", "--wait-timeout", "90s")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + w.dbURL}
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		require.NoError(t, cmd.Run(), "enqueue sweep: %s", errb.String())
+		var res sweep.Result
+		require.NoError(t, json.Unmarshal(out.Bytes(), &res), "enqueue sweep printed %q", out.String())
+		if res.Skipped != sweep.SkippedLocked || attempt == 10 {
+			return out.String()
+		}
+		t.Logf("chaos-sweep: sweep %d skipped (%s); asking again", attempt, res.Skipped)
+	}
 }
