@@ -196,7 +196,7 @@ func (st *Store) LockAndRecord(ctx context.Context, tx DB, id string, gen int64,
 			r.Workspace, err = scanWorkspace(row, &r.Condemned, &r.Stopped, &r.Recorded)
 			return err
 		})
-	if errors.Is(err, ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Recording{}, ErrNotFound
 	}
 	if err != nil {
@@ -251,7 +251,7 @@ func (st *Store) LockAndFinishStop(ctx context.Context, tx DB, id, instanceID st
 			ws, err = scanWorkspace(row, &marked)
 			return err
 		})
-	if errors.Is(err, ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, false, ErrNotFound
 	}
 	if err != nil {

@@ -70,7 +70,7 @@ func (st *Store) PruneEvents(ctx context.Context, db DB, olderThan time.Duration
 	tag, err := st.on(db).Exec(ctx, `
 		DELETE FROM {schema}.workspace_events WHERE id IN (
 			SELECT id FROM {schema}.workspace_events WHERE at < now() - $1::interval ORDER BY at LIMIT $2)`,
-		fmt.Sprintf("%d milliseconds", olderThan.Milliseconds()), batch)
+		interval(olderThan), batch)
 	if err != nil {
 		return 0, fmt.Errorf("store: prune events: %w", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/molecule-ai/provision-worker/internal/riverjob"
-	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -77,10 +76,7 @@ func (w *EventPruneWorker) Work(ctx context.Context, _ *river.Job[EventPruneArgs
 
 func pruneEvents(ctx context.Context, deps *Deps, s jobs.PruneSettings) (PruneResult, error) {
 	var res PruneResult
-	st, err := store.For(deps.Settings.Schema)
-	if err != nil {
-		return res, err
-	}
+	st := deps.st() // the schema was checked when the client was built (PrepareDeps)
 	for {
 		n, err := st.PruneEvents(ctx, deps.Pool, s.Retention, s.BatchSize)
 		res.Deleted += n
