@@ -55,7 +55,7 @@ func newBareRiver(pool *pgxpool.Pool, fs fetchSettings) (*river.Client[pgx.Tx], 
 
 // phase is one batch of work: insert commits n jobs of kind, and the clock
 // runs from the commit (or the client's start, for the first batch) until
-// the worker has completed them all.
+// the last of them finished (its finalized_at, see waitDone).
 type phase struct {
 	kind   string
 	insert func(ctx context.Context, tx pgx.Tx) error
@@ -78,12 +78,12 @@ func runPhases[T any](ctx context.Context, pool *pgxpool.Pool, c *river.Client[T
 				return 0, 0, fmt.Errorf("start client: %w", err)
 			}
 		}
-		f, err := waitDone(ctx, events, p.kind, n)
+		last, f, err := waitDone(ctx, events, p.kind, n)
 		failures += f
 		if err != nil {
 			return 0, failures, err
 		}
-		total += time.Since(start)
+		total += last.Sub(start)
 	}
 	stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer stop()

@@ -115,27 +115,38 @@ func completions[T any](c *river.Client[T], n int) (<-chan *river.Event, func())
 
 // waitDone waits for n completed jobs of kind on events; failures are
 // counted (they retry under backoff and slow the figure, which is honest).
-func waitDone(ctx context.Context, events <-chan *river.Event, kind string, n int) (failures int, err error) {
+// last is the latest finalized_at among them: River tells subscribers of
+// a completion only when its batched completer flushes, up to 250 ms
+// after the job finished (every 5th 50 ms tick while fewer than 100 wait),
+// and a clock stopped by the event would add that flush's phase to every
+// contender's time: a fixed cost that flattered the slower one.
+func waitDone(ctx context.Context, events <-chan *river.Event, kind string, n int) (last time.Time, failures int, err error) {
 	done := 0
 	for done < n {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				return failures, fmt.Errorf("subscription closed after %d of %d %s jobs", done, n, kind)
+				return last, failures, fmt.Errorf("subscription closed after %d of %d %s jobs", done, n, kind)
 			}
 			if ev.Job.Kind != kind {
 				continue
 			}
-			if ev.Kind == river.EventKindJobCompleted {
-				done++
-			} else {
+			if ev.Kind != river.EventKindJobCompleted {
 				failures++
+				continue
+			}
+			done++
+			if f := ev.Job.FinalizedAt; f != nil && f.After(last) {
+				last = *f
 			}
 		case <-ctx.Done():
-			return failures, fmt.Errorf("waiting for %s jobs (%d of %d done): %w", kind, done, n, ctx.Err())
+			return last, failures, fmt.Errorf("waiting for %s jobs (%d of %d done): %w", kind, done, n, ctx.Err())
 		}
 	}
-	return failures, nil
+	if last.IsZero() {
+		return last, failures, fmt.Errorf("%d %s jobs completed with no finalized_at", n, kind)
+	}
+	return last, failures, nil
 }
 
 // newUUID returns a random (v4) UUID string.
