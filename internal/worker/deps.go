@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/rs/zerolog"
 
@@ -51,18 +50,19 @@ func cpTimeoutOf(api cp.API) time.Duration {
 	return cp.DefaultTimeout
 }
 
-// ErrNotCompleted is returned when JobCompleteTx found the job no longer
-// running (rescued, cancelled, or completed by a twin): River then returns
-// the job unchanged and no error, so without this check the row update
-// would commit for a job that did not complete (invariant
-// "completion-checked commit", docs/design.md).
+// ErrNotCompleted is returned when the completion found the job no longer
+// running under this attempt (rescued, cancelled, or completed by a
+// twin): the row change rolled back with it, as it must not commit for a
+// job that did not complete (invariant "completion-checked commit",
+// docs/design.md).
 var ErrNotCompleted = errors.New("jobs: job is no longer running; its row change was rolled back")
 
 // evJobNotCompleted is logged when a worker's completion was refused
 // because River had moved the job on (rescued, cancelled, re-run).
 const evJobNotCompleted = "job.not_completed"
 
-// notCompletedError is ErrNotCompleted with the state River reported.
+// notCompletedError is ErrNotCompleted with the job's state as read after
+// the refusal.
 type notCompletedError struct {
 	state               rivertype.JobState
 	attempt, nowAttempt int
@@ -73,6 +73,16 @@ func (e *notCompletedError) Error() string {
 }
 
 func (e *notCompletedError) Is(target error) bool { return target == ErrNotCompleted }
+
+// notCompleted reads why job's completion was refused: its state and
+// attempt now ("" when the job is gone, as after an operator's delete).
+func (d *Deps) notCompleted(ctx context.Context, job *rivertype.JobRow) error {
+	state, attempt, err := d.st().JobState(ctx, d.Pool, job.ID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return errors.Join(&notCompletedError{attempt: job.Attempt}, err)
+	}
+	return &notCompletedError{state: rivertype.JobState(state), attempt: job.Attempt, nowAttempt: attempt}
+}
 
 // finalNotCompleted reports whether err is a refused completion of a job
 // that will not run again under this attempt or a newer one (cancelled,
@@ -167,23 +177,18 @@ func (d *Deps) note(ctx context.Context, level zerolog.Level, ev store.Event) er
 // inside change (invariant "no transaction across a CP call").
 func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], change func(pgx.Tx, *timeline) error) error {
 	t := timeline{st: d.st()}
-	// beginFunc: BEGIN rides with change's first batch (lazyTx).
-	err := beginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
-		if err := change(tx, &t); err != nil {
-			return err
-		}
-		done, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-		if err != nil {
-			return fmt.Errorf("complete job %d: %w", job.ID, err)
-		}
-		// A rescued job re-run while this attempt was still out is running
-		// (or completed) under a newer attempt: completing it here would
-		// commit this stale attempt's change and cut the newer one off.
-		if done.State != rivertype.JobStateCompleted || done.Attempt != job.Attempt {
-			return &notCompletedError{state: done.State, attempt: job.Attempt, nowAttempt: done.Attempt}
-		}
-		return nil
+	// BEGIN rides with change's first batch (lazyTx); the completion rides
+	// with COMMIT, and fails, rolling everything back, when the job no
+	// longer runs under this attempt: a rescued job re-run while this
+	// attempt was still out is running (or completed) under a newer
+	// attempt, and completing it here would commit this stale attempt's
+	// change and cut the newer one off.
+	err := completeFunc(ctx, d.Pool, func(tx pgx.Tx) error { return change(tx, &t) }, func(b *pgx.Batch) {
+		d.st().QueueCompleteJob(b, job.ID, job.Attempt, time.Now())
 	})
+	if ce := (*commitError)(nil); errors.As(err, &ce) && store.IsNotCompleted(ce.err) {
+		err = d.notCompleted(ctx, job.JobRow)
+	}
 	if errors.Is(err, ErrNotCompleted) {
 		// River records no error for a job that is no longer running, so
 		// without this line the refused completion leaves no trace.

@@ -57,6 +57,86 @@ func beginFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) (
 	return tx.Commit(ctx)
 }
 
+// completeFunc runs fn in a lazyTx on a connection of pool and, when fn
+// returns nil, sends the statements last queues and COMMIT in one
+// pipeline (commitWith); it rolls back otherwise (or on a panic).
+func completeFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error, last func(*pgx.Batch)) (err error) {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	defer c.Release()
+	tx := &lazyTx{conn: c.Conn()}
+	defer func() {
+		if !tx.closed {
+			_ = tx.Rollback(ctx)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	if err := tx.commitWith(ctx, last); err != nil {
+		return &commitError{err}
+	}
+	return nil
+}
+
+// commitError is an error of commitWith's pipeline, as against one of fn:
+// a refusal by last's statements is told apart from the same SQLSTATE
+// raised by fn's (say, a host's outcome hook).
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
+
+// commitWith sends the statements last queues, then COMMIT, in one
+// pipeline (BEGIN in front when nothing went out yet), and closes the
+// transaction. A statement of last must fail whenever the transaction
+// must not commit: its error makes the server skip the rest, COMMIT
+// included, and the transaction is rolled back. That error is returned.
+func (tx *lazyTx) commitWith(ctx context.Context, last func(*pgx.Batch)) error {
+	if tx.closed {
+		return pgx.ErrTxClosed
+	}
+	if tx.failed != nil {
+		tx.closed = true
+		return pgx.ErrTxCommitRollback
+	}
+	b := &pgx.Batch{}
+	if !tx.begun {
+		b.Queue("begin")
+	}
+	last(b)
+	b.Queue("commit")
+	res := tx.conn.SendBatch(ctx, b)
+	tx.closed = true
+	var tag pgconn.CommandTag
+	var err error
+	for range b.Len() {
+		if tag, err = res.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Not idle: the server's transaction is open or aborted (the
+		// pipeline stopped before COMMIT); end it, or drop the connection.
+		if tx.conn.PgConn().TxStatus() != 'I' {
+			if _, rerr := tx.conn.Exec(ctx, "rollback"); rerr != nil {
+				_ = tx.conn.Close(ctx)
+			}
+		}
+		return err
+	}
+	if tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return nil
+}
+
 // begin sends BEGIN on its own unless it went out already.
 func (tx *lazyTx) begin(ctx context.Context) error {
 	if tx.closed {

@@ -120,8 +120,7 @@ func (j *jobStatements) of(kind string) []attemptTrace {
 // of the throughput budget against bare River (issue 15), and a helper
 // that adds a read or splits a combined statement must show up here, not
 // as a slower bench weeks later. The counts are River's and ours inside
-// the job's work span: BEGIN, COMMIT and JobCompleteTx's own statement
-// included; River's fetch and its batched completer are not (bare River
+// the job's work span: BEGIN, COMMIT and the job's completion included; River's fetch and its batched completer are not (bare River
 // pays them alike).
 func TestRoundTrips_PerJobArePinned(t *testing.T) {
 	inMemoryTracing(t)
@@ -135,16 +134,18 @@ func TestRoundTrips_PerJobArePinned(t *testing.T) {
 
 	// Provision: its start (read, env, provision.start) before the CP
 	// call; then one pipelined batch (BEGIN, the row lock, then the checks,
-	// the record and its event), JobCompleteTx, COMMIT. Terminate: its read
-	// before the CP call; then one batch (BEGIN, the row lock, then the
-	// stop and its event), JobCompleteTx, COMMIT. Before the batches they
-	// were 7 round trips (7 statements) and 6 (6).
+	// the record and its event), and one more with the job's completion
+	// and COMMIT. Terminate: its read before the CP call; then one batch
+	// (BEGIN, the row lock, then the stop and its event), and the
+	// completion with COMMIT. Before the batches they were 7 round trips
+	// (7 statements) and 6 (6); with River's JobCompleteTx on its own,
+	// 4 (6) each.
 	for _, c := range []struct {
 		kind                   string
 		roundTrips, statements int
 	}{
-		{jobs.KindProvision, 4, 6},
-		{jobs.KindTerminate, 4, 6},
+		{jobs.KindProvision, 3, 6},
+		{jobs.KindTerminate, 3, 6},
 	} {
 		attempts := rec.of(c.kind)
 		require.Len(t, attempts, 1, "%s: one attempt", c.kind)
