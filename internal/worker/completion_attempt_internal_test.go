@@ -8,8 +8,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -132,4 +134,49 @@ func TestCompletion_StaleRunRefusedAfterRescueAndSnooze(t *testing.T) {
 	var state string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT state::text FROM river_job WHERE id = $1`, res.Job.ID).Scan(&state))
 	require.Equal(t, "running", state, "the stale run completed the job of the live run")
+}
+
+// A COMMIT that fails with the SQLSTATE the completion refuses with (a
+// host's deferred constraint trigger, run at COMMIT, on a table its
+// outcome hook wrote) is not a refusal: the job still runs under this
+// attempt, and complete() must not report it as moved on (a false
+// job.not_completed, and an ErrNotCompleted that provision's hand-off
+// reads as River having moved the job).
+func TestCompletion_CommitErrorsAreNotRefusals(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.NewPool(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		CREATE TABLE host_checked (id int);
+		CREATE FUNCTION host_check() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM 1 / (SELECT count(*) - count(*) FROM host_checked); RETURN NULL; END $$;
+		CREATE CONSTRAINT TRIGGER host_check AFTER INSERT ON host_checked
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION host_check();`)
+	require.NoError(t, err)
+	job := &river.Job[staleArgs]{JobRow: insertRunningJob(t, pool)}
+	deps := &Deps{Pool: pool, Log: zerolog.Nop(), Settings: jobs.Settings{Schema: store.DefaultSchema}}
+	err = complete(ctx, deps, job, func(tx pgx.Tx, _ *timeline) error {
+		_, err := tx.Exec(ctx, `INSERT INTO host_checked VALUES (1)`)
+		return err
+	})
+	require.Error(t, err)
+	require.True(t, store.IsNotCompleted(err), "the COMMIT's own error is kept: %v", err)
+	require.False(t, errors.Is(err, ErrNotCompleted), "a failed COMMIT read as the job moved on: %v", err)
+	var state string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT state::text FROM river_job WHERE id = $1`, job.ID).Scan(&state))
+	require.Equal(t, "running", state)
+}
+
+// insertRunningJob inserts a job running its first attempt, as River's
+// fetch leaves it, and returns its row.
+func insertRunningJob(t *testing.T, pool *pgxpool.Pool) *rivertype.JobRow {
+	t.Helper()
+	row := &rivertype.JobRow{Kind: staleArgs{}.Kind(), Attempt: 1, MaxAttempts: 5, State: rivertype.JobStateRunning}
+	var at time.Time
+	require.NoError(t, pool.QueryRow(context.Background(), `
+		INSERT INTO river_job (args, kind, max_attempts, state, attempt, attempted_at, attempted_by)
+		VALUES ('{}', $1, 5, 'running', 1, now(), '{test}') RETURNING id, attempted_at`, row.Kind).Scan(&row.ID, &at))
+	row.AttemptedAt = &at
+	row.AttemptedBy = []string{"test"}
+	return row
 }
