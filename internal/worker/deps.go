@@ -186,7 +186,7 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 	err := completeFunc(ctx, d.Pool, func(tx pgx.Tx) error { return change(tx, &t) }, func(b *pgx.Batch) {
 		d.st().QueueCompleteJob(b, job.ID, job.Attempt, time.Now())
 	})
-	if ce := (*commitError)(nil); errors.As(err, &ce) && store.IsNotCompleted(ce.err) {
+	if ce := (*commitError)(nil); errors.As(err, &ce) && ce.inLast && store.IsNotCompleted(ce.err) {
 		err = d.notCompleted(ctx, job.JobRow)
 	}
 	if errors.Is(err, ErrNotCompleted) {
