@@ -249,7 +249,7 @@ func (tx *lazyTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 }
 
 // LargeObjects is part of pgx.Tx, and nothing in a completing transaction
-// (the store, River's JobCompleteTx and InsertTx, the outcome hook, which
+// (the store, the job's completion, River's InsertTx, the outcome hook, which
 // sees only ExecContext) calls it. pgx.LargeObjects cannot be built
 // outside pgx, and its zero value would fail later and less clearly, so
 // a call is a programming error reported at once.
