@@ -180,3 +180,73 @@ func insertRunningJob(t *testing.T, pool *pgxpool.Pool) *rivertype.JobRow {
 	row.AttemptedBy = []string{"test"}
 	return row
 }
+
+// A context that ends while the completing pipeline is out (the job's
+// timeout, an operator's Cancel on the terminate paths) closes the
+// connection with the outcome unknown to the caller: the server may have
+// run the COMMIT. Whatever it did, the change and the completion went
+// together (invariant "completion-checked commit"), the caller is told it
+// failed (never a refusal, which would mean "rolled back"), and no
+// connection is left open in the transaction. (pgx cancels the statement
+// as it closes the connection, so here the COMMIT mostly does not run;
+// the assertion holds either way.)
+func TestCompletion_ContextEndingMidPipelineKeepsChangeAndCompletionTogether(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.NewPool(t)
+	ctx := context.Background()
+	// COMMIT runs the deferred trigger, which outlasts the context.
+	_, err := pool.Exec(ctx, `
+		CREATE TABLE slow_commit (id text);
+		CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
+		CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commit
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();`)
+	require.NoError(t, err)
+	job := &river.Job[staleArgs]{JobRow: insertRunningJob(t, pool)}
+	deps := &Deps{Pool: pool, Log: zerolog.Nop(), Settings: jobs.Settings{Schema: store.DefaultSchema}}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	marker := uuid.NewString()
+	err = complete(cctx, deps, job, func(tx pgx.Tx, _ *timeline) error {
+		if _, err := tx.Exec(cctx, `INSERT INTO slow_commit VALUES ($1)`, marker); err != nil {
+			return err
+		}
+		// The change is in; the pipeline goes out next. Cancel once the
+		// server sits in the COMMIT's trigger (pg_sleep), polled because
+		// the server gives no signal for it.
+		go func() {
+			for cctx.Err() == nil {
+				var n int
+				if pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`).Scan(&n) == nil && n > 0 {
+					cancel()
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		return nil
+	})
+	require.Error(t, err)
+	require.False(t, errors.Is(err, ErrNotCompleted), "an unknown outcome read as a refusal: %v", err)
+	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+
+	// Wait for the server to finish the COMMIT it was given (the backend
+	// leaves pg_stat_activity), polled: the server signals nothing.
+	for {
+		var n int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'`).Scan(&n))
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var committed int
+	var state string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM slow_commit WHERE id = $1`, marker).Scan(&committed))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT state::text FROM river_job WHERE id = $1`, job.ID).Scan(&state))
+	require.Equal(t, committed == 1, state == "completed", "change committed %d, job %s", committed, state)
+	var inTx int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(&inTx))
+	require.Zero(t, inTx, "a connection was left in the transaction")
+	t.Logf("outcome the caller was not told: committed=%v", committed == 1)
+}
