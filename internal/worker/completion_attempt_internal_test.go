@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -162,6 +163,7 @@ func TestCompletion_CommitErrorsAreNotRefusals(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, store.IsNotCompleted(err), "the COMMIT's own error is kept: %v", err)
 	require.False(t, errors.Is(err, ErrNotCompleted), "a failed COMMIT read as the job moved on: %v", err)
+	require.Contains(t, err.Error(), fmt.Sprintf("complete job %d: ", job.ID), "the error says what failed")
 	var state string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT state::text FROM river_job WHERE id = $1`, job.ID).Scan(&state))
 	require.Equal(t, "running", state)

@@ -195,8 +195,14 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 	err := completeFunc(ctx, d.Pool, func(tx pgx.Tx) error { return change(tx, &t) }, func(b *pgx.Batch) {
 		d.st().QueueCompleteJob(b, job.ID, job.Attempt, time.Now())
 	})
-	if ce := (*commitError)(nil); errors.As(err, &ce) && ce.inLast && store.IsNotCompleted(ce.err) {
-		err = d.notCompleted(ctx, job.JobRow)
+	if ce := (*commitError)(nil); errors.As(err, &ce) {
+		if ce.inLast && store.IsNotCompleted(ce.err) {
+			err = d.notCompleted(ctx, job.JobRow)
+		} else {
+			// The pipeline's error says nothing of the job; an error
+			// here (a lost connection) may follow a COMMIT that ran.
+			err = fmt.Errorf("complete job %d: %w", job.ID, err)
+		}
 	}
 	if errors.Is(err, ErrNotCompleted) {
 		// River records no error for a job that is no longer running, so
