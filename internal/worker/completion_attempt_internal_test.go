@@ -252,3 +252,56 @@ func TestCompletion_ContextEndingMidPipelineKeepsChangeAndCompletionTogether(t *
 	require.Zero(t, inTx, "a connection was left in the transaction")
 	t.Logf("outcome the caller was not told: committed=%v", committed == 1)
 }
+
+// The refusal must abort the transaction before its COMMIT in every way
+// pgx can send the pipeline: a host may hand the worker a pool in any
+// query exec mode (simple_protocol behind PgBouncer joins the batch into
+// one multi-statement query; exec sends it unprepared).
+func TestCompletion_RefusalHoldsInEveryQueryExecMode(t *testing.T) {
+	t.Parallel()
+	_, url := testdb.NewPool(t)
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{
+		pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec,
+		pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol,
+	} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg, err := pgxpool.ParseConfig(url)
+			require.NoError(t, err)
+			cfg.ConnConfig.DefaultQueryExecMode = mode
+			cfg.MaxConns = 1 // the connection checked after is the one used
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			require.NoError(t, err)
+			defer pool.Close()
+			deps := &Deps{Pool: pool, Log: zerolog.Nop(), Settings: jobs.Settings{Schema: store.DefaultSchema}}
+			for _, refused := range []bool{true, false} {
+				job := &river.Job[staleArgs]{JobRow: insertRunningJob(t, pool)}
+				if refused {
+					_, err := pool.Exec(ctx, `UPDATE river_job SET state = 'cancelled', finalized_at = now() WHERE id = $1`, job.ID)
+					require.NoError(t, err)
+				}
+				wsID := uuid.NewString()
+				err = complete(ctx, deps, job, func(tx pgx.Tx, _ *timeline) error {
+					_, err := tx.Exec(ctx, `INSERT INTO workspaces (id, status, desired_state, provision_nonce) VALUES ($1, 'stopped', 'stopped', 'n')`, wsID)
+					return err
+				})
+				var n int
+				require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM workspaces WHERE id = $1`, wsID).Scan(&n))
+				var state string
+				require.NoError(t, pool.QueryRow(ctx, `SELECT state::text FROM river_job WHERE id = $1`, job.ID).Scan(&state))
+				if refused {
+					require.True(t, errors.Is(err, ErrNotCompleted), "not a refusal: %v", err)
+					require.Zero(t, n, "the change committed without the job's completion")
+					require.True(t, finalNotCompleted(err))
+				} else {
+					require.NoError(t, err)
+					require.Equal(t, 1, n)
+					require.Equal(t, "completed", state)
+				}
+				var inTx int
+				require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(&inTx))
+				require.Zero(t, inTx, "a connection was left inside the transaction")
+			}
+		})
+	}
+}
