@@ -66,9 +66,15 @@ const evJobNotCompleted = "job.not_completed"
 type notCompletedError struct {
 	state               rivertype.JobState
 	attempt, nowAttempt int
+	// gone: the job row no longer exists (an operator deleted it after a
+	// rescue): it will never run again, as a cancelled job will not.
+	gone bool
 }
 
 func (e *notCompletedError) Error() string {
+	if e.gone {
+		return fmt.Sprintf("%v (the job of attempt %d is deleted)", ErrNotCompleted, e.attempt)
+	}
 	return fmt.Sprintf("%v (state %s, attempt %d of the job now %d)", ErrNotCompleted, e.state, e.attempt, e.nowAttempt)
 }
 
@@ -81,18 +87,21 @@ func (d *Deps) notCompleted(ctx context.Context, job *rivertype.JobRow) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return errors.Join(&notCompletedError{attempt: job.Attempt}, err)
 	}
-	return &notCompletedError{state: rivertype.JobState(state), attempt: job.Attempt, nowAttempt: attempt}
+	return &notCompletedError{state: rivertype.JobState(state), attempt: job.Attempt, nowAttempt: attempt,
+		gone: errors.Is(err, store.ErrNotFound)}
 }
 
 // finalNotCompleted reports whether err is a refused completion of a job
 // that will not run again under this attempt or a newer one (cancelled,
-// discarded, or already completed by a newer attempt).
+// discarded, already completed by a newer attempt, or deleted). A job
+// whose state could not be read is not final: a retry may still own what
+// the attempt could not record.
 func finalNotCompleted(err error) bool {
 	var nc *notCompletedError
 	if !errors.As(err, &nc) {
 		return false
 	}
-	return slices.Contains(riverjob.FinalizedStates(), nc.state)
+	return nc.gone || slices.Contains(riverjob.FinalizedStates(), nc.state)
 }
 
 // actorWorker marks timeline lines written by a worker.
@@ -186,8 +195,14 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 	err := completeFunc(ctx, d.Pool, func(tx pgx.Tx) error { return change(tx, &t) }, func(b *pgx.Batch) {
 		d.st().QueueCompleteJob(b, job.ID, job.Attempt, time.Now())
 	})
-	if ce := (*commitError)(nil); errors.As(err, &ce) && store.IsNotCompleted(ce.err) {
-		err = d.notCompleted(ctx, job.JobRow)
+	if ce := (*commitError)(nil); errors.As(err, &ce) {
+		if ce.inLast && store.IsNotCompleted(ce.err) {
+			err = d.notCompleted(ctx, job.JobRow)
+		} else {
+			// The pipeline's error says nothing of the job; an error
+			// here (a lost connection) may follow a COMMIT that ran.
+			err = fmt.Errorf("complete job %d: %w", job.ID, err)
+		}
 	}
 	if errors.Is(err, ErrNotCompleted) {
 		// River records no error for a job that is no longer running, so

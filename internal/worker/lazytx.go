@@ -76,16 +76,19 @@ func completeFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error
 		_ = tx.Rollback(ctx)
 		return err
 	}
-	if err := tx.commitWith(ctx, last); err != nil {
-		return &commitError{err}
-	}
-	return nil
+	return tx.commitWith(ctx, last)
 }
 
 // commitError is an error of commitWith's pipeline, as against one of fn:
 // a refusal by last's statements is told apart from the same SQLSTATE
-// raised by fn's (say, a host's outcome hook).
-type commitError struct{ err error }
+// raised by fn's (say, a host's outcome hook). inLast says the error is
+// one of last's statements, not BEGIN's or COMMIT's: a host's deferred
+// trigger fails COMMIT with any SQLSTATE it likes, the refusal's
+// included, while the job still runs under this attempt.
+type commitError struct {
+	err    error
+	inLast bool
+}
 
 func (e *commitError) Error() string { return e.err.Error() }
 func (e *commitError) Unwrap() error { return e.err }
@@ -94,18 +97,21 @@ func (e *commitError) Unwrap() error { return e.err }
 // pipeline (BEGIN in front when nothing went out yet), and closes the
 // transaction. A statement of last must fail whenever the transaction
 // must not commit: its error makes the server skip the rest, COMMIT
-// included, and the transaction is rolled back. That error is returned.
+// included, and the transaction is rolled back. That error is returned,
+// as a *commitError that says whether it was one of last's.
 func (tx *lazyTx) commitWith(ctx context.Context, last func(*pgx.Batch)) error {
 	if tx.closed {
-		return pgx.ErrTxClosed
+		return &commitError{err: pgx.ErrTxClosed}
 	}
 	if tx.failed != nil {
 		tx.closed = true
-		return pgx.ErrTxCommitRollback
+		return &commitError{err: pgx.ErrTxCommitRollback}
 	}
 	b := &pgx.Batch{}
+	first := 0 // last's first statement
 	if !tx.begun {
 		b.Queue("begin")
+		first = 1
 	}
 	last(b)
 	b.Queue("commit")
@@ -113,8 +119,10 @@ func (tx *lazyTx) commitWith(ctx context.Context, last func(*pgx.Batch)) error {
 	tx.closed = true
 	var tag pgconn.CommandTag
 	var err error
-	for range b.Len() {
+	failed := -1
+	for i := range b.Len() {
 		if tag, err = res.Exec(); err != nil {
+			failed = i
 			break
 		}
 	}
@@ -129,10 +137,10 @@ func (tx *lazyTx) commitWith(ctx context.Context, last func(*pgx.Batch)) error {
 				_ = tx.conn.Close(ctx)
 			}
 		}
-		return err
+		return &commitError{err: err, inLast: failed >= first && failed < b.Len()-1}
 	}
 	if tag.String() == "ROLLBACK" {
-		return pgx.ErrTxCommitRollback
+		return &commitError{err: pgx.ErrTxCommitRollback}
 	}
 	return nil
 }
@@ -241,7 +249,7 @@ func (tx *lazyTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 }
 
 // LargeObjects is part of pgx.Tx, and nothing in a completing transaction
-// (the store, River's InsertTx, the outcome hook, which
+// (the store, the job's completion, River's InsertTx, the outcome hook, which
 // sees only ExecContext) calls it. pgx.LargeObjects cannot be built
 // outside pgx, and its zero value would fail later and less clearly, so
 // a call is a programming error reported at once.
