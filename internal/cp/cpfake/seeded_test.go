@@ -19,6 +19,9 @@ func TestSeedFleet_AddsTheMembersAnotherProcessCanDerive(t *testing.T) {
 	f := New(Options{})
 	launched := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
 	require.NoError(t, f.SeedFleet(7, n, StateRunning, launched))
+	f.mu.Lock()
+	require.False(t, f.dirty, "sorted while seeding, not by the first list request a bench times")
+	f.mu.Unlock()
 
 	want := map[string]string{}
 	for i := range n {
