@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -26,7 +27,10 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Getenv); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	stop()
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -39,9 +43,19 @@ type settings struct {
 	addr        string
 	allowRemote bool
 	opts        cpfake.Options
+	fleet       fleet
 }
 
-func run(args []string, getenv func(string) string) error {
+// fleet is a seeded fleet of running instances (cpfake.SeedFleet), so a
+// bench can sweep a million instances held in this process, not its own.
+type fleet struct {
+	n    int
+	seed uint64
+	age  time.Duration // launched this long before the start
+}
+
+// run serves until ctx ends, logging JSON lines to logs.
+func run(ctx context.Context, args []string, getenv func(string) string, logs io.Writer) error {
 	s, err := parse(args, getenv)
 	if err != nil {
 		return err
@@ -49,7 +63,7 @@ func run(args []string, getenv func(string) string) error {
 	if !s.allowRemote && !config.IsLoopback(s.addr) {
 		return fmt.Errorf("--addr %s is not a loopback address; pass --allow-remote to serve it anyway", s.addr)
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	s.opts.OnServe = func(x cpfake.Served) {
 		logger.Info("request", "method", x.Method, "route", x.Route, "status", x.Status, "fault", x.Fault,
 			"workspace_id", x.WorkspaceID, "instance_id", x.InstanceID, "duration", x.Duration)
@@ -58,10 +72,15 @@ func run(args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	// Seeded before "cpsim listening" is logged: whoever waits for that
+	// line sees the whole fleet.
+	if err := srv.SeedFleet(s.fleet.seed, s.fleet.n, cpfake.StateRunning, time.Now().Add(-s.fleet.age)); err != nil {
+		srv.Close()
+		return err
+	}
 	logger.Info("cpsim listening", "url", srv.URL, "org_id", s.opts.OrgID,
-		"seed", s.opts.Seed, "auth", s.opts.SharedSecret != "" || s.opts.AdminToken != "")
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+		"seed", s.opts.Seed, "auth", s.opts.SharedSecret != "" || s.opts.AdminToken != "",
+		"fleet", s.fleet.n, "fleet_seed", s.fleet.seed)
 	<-ctx.Done()
 	logger.Info("cpsim shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -94,6 +113,10 @@ func parse(args []string, getenv func(string) string) (settings, error) {
 	var dialect string
 	e.str(&dialect, "dialect", "CPSIM_DIALECT", cpfake.DialectFull.String(),
 		"how answers are written: full, or plain-go (null for empty lists, no optional fields, 204 on terminate)")
+	var fleetN, fleetSeed int64
+	e.int64(&fleetN, "fleet", "CPSIM_FLEET", 0, "start with this many running instances (cpfake.FleetMember(fleet-seed, 0..n-1))")
+	e.int64(&fleetSeed, "fleet-seed", "CPSIM_FLEET_SEED", 1, "which seeded fleet --fleet adds (≥ 0)")
+	e.dur(&s.fleet.age, "fleet-age", "CPSIM_FLEET_AGE", 24*time.Hour, "the seeded fleet was launched this long ago")
 	var seed int64
 	e.int64(&seed, "seed", "CPSIM_SEED", 0, "seed for fault draws; 0 picks a time-based seed (logged at start)")
 	fs.Usage = func() {
@@ -118,6 +141,10 @@ func parse(args []string, getenv func(string) string) (settings, error) {
 		return s, fmt.Errorf("CPSIM_DIALECT: want full or plain-go, got %q", dialect)
 	}
 	s.opts.Dialect = d
+	if fleetN < 0 || fleetSeed < 0 {
+		return s, fmt.Errorf("--fleet and --fleet-seed must be ≥ 0, got %d and %d", fleetN, fleetSeed)
+	}
+	s.fleet.n, s.fleet.seed = int(fleetN), uint64(fleetSeed)
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}

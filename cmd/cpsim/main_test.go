@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/molecule-ai/provision-worker/internal/config"
+	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
 )
 
@@ -63,9 +68,71 @@ func TestParse_Errors(t *testing.T) {
 	}
 }
 
+func TestParse_Fleet(t *testing.T) {
+	t.Parallel()
+	s, err := parse(nil, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, fleet{n: 0, seed: 1, age: 24 * time.Hour}, s.fleet, "no fleet by default")
+	s, err = parse([]string{"--fleet", "1000000", "--fleet-age", "1h"}, envOf(map[string]string{"CPSIM_FLEET_SEED": "9"}))
+	require.NoError(t, err)
+	require.Equal(t, fleet{n: 1_000_000, seed: 9, age: time.Hour}, s.fleet)
+	_, err = parse([]string{"--fleet", "-1"}, envOf(nil))
+	require.ErrorContains(t, err, "--fleet")
+}
+
+// TestRun_ServesTheSeededFleetOnceListening: by the time "cpsim listening"
+// is logged (what the bench waits for) the whole fleet is listed, with
+// the ids FleetMember derives, launched --fleet-age ago.
+func TestRun_ServesTheSeededFleetOnceListening(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--latency", "0s", "--fleet", "2500", "--fleet-seed", "3"},
+			envOf(map[string]string{"MOLECULE_ORG_ID": "org-f"}), w)
+		_ = w.Close()
+	}()
+	lines := bufio.NewScanner(logs)
+	url := ""
+	for url == "" && lines.Scan() {
+		var l struct{ Msg, URL string }
+		require.NoError(t, json.Unmarshal(lines.Bytes(), &l))
+		if l.Msg == "cpsim listening" {
+			url = l.URL
+		}
+	}
+	require.NotEmpty(t, url, "no listening line")
+	go func() { _, _ = io.Copy(io.Discard, logs) }() // request lines
+
+	api, err := cp.New(cp.Config{BaseURL: url, OrgID: "org-f"})
+	require.NoError(t, err)
+	want := map[string]string{}
+	for i := range 2500 {
+		ws, inst := cpfake.FleetMember(3, i)
+		want[inst] = ws
+	}
+	got, cursor := map[string]string{}, ""
+	for {
+		page, err := api.List(ctx, cp.ListOptions{Cursor: cursor, Limit: 1000})
+		require.NoError(t, err)
+		for _, in := range page.Instances {
+			require.Equal(t, "running", in.State)
+			require.WithinDuration(t, time.Now().Add(-24*time.Hour), in.LaunchedAt, time.Hour)
+			got[in.InstanceID] = in.WorkspaceID
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
+	}
+	require.Equal(t, want, got)
+	cancel()
+	require.NoError(t, <-done)
+}
+
 func TestRun_RefusesRemoteAddr(t *testing.T) {
 	t.Parallel()
-	err := run([]string{"--addr", "0.0.0.0:0"}, envOf(nil))
+	err := run(context.Background(), []string{"--addr", "0.0.0.0:0"}, envOf(nil), io.Discard)
 	require.ErrorContains(t, err, "--allow-remote")
 }
 

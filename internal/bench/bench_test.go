@@ -161,3 +161,25 @@ func TestSummary_MarksMissedAndMissingTargets(t *testing.T) {
 	require.Regexp(t, `growth\s+5 MB\s+<= 4\s+no$`, lines[5])       // the limit is the noise line's value
 	require.Regexp(t, `low\s+2 x\s+absent missing\s+no$`, lines[6]) // a missing limit line fails the target
 }
+
+// TestSweep_OneSizeJudgesNoRatio: with one fleet size there is no step
+// to scale, so the ratio line is absent and the summary says so, rather
+// than printing a ratio of 0 that the summary judged met.
+func TestSweep_OneSizeJudgesNoRatio(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := &bench.Env{NewDB: testSource(t), Scale: bench.Scale{SweepNs: []int{300}}}
+	results, err := bench.Sweep(ctx, env)
+	require.NoError(t, err)
+	var names []string
+	for _, r := range results {
+		names = append(names, r.Name)
+	}
+	require.Contains(t, names, "sweep_largest_seconds")
+	require.NotContains(t, names, "sweep_max_time_ratio_per_10x")
+	figs, err := bench.Select("sweep")
+	require.NoError(t, err)
+	var out bytes.Buffer
+	bench.Summary(&out, figs, results)
+	require.Regexp(t, `sweep_max_time_ratio_per_10x\s+missing\s+<= 10\s+no`, out.String())
+}

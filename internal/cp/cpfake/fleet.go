@@ -27,8 +27,14 @@ var errBadCursor = errors.New("invalid cursor")
 // common case (launches happen in clock order); an out-of-order seed only
 // marks it dirty, and the next reader sorts once, not once per page.
 func (f *Fake) insertLocked(ws, state string, launchedAt time.Time) *instance {
+	return f.insertIDLocked(f.newIDLocked(), ws, state, launchedAt)
+}
+
+// insertIDLocked is insertLocked with the instance id chosen by the
+// caller, who has checked it is free.
+func (f *Fake) insertIDLocked(id, ws, state string, launchedAt time.Time) *instance {
 	f.nextIP++
-	in := &instance{id: f.newIDLocked(), ws: ws, state: state, launched: launchedAt.UnixNano(), ip: f.nextIP}
+	in := &instance{id: id, ws: ws, state: state, launched: launchedAt.UnixNano(), ip: f.nextIP}
 	in.since = in.launched
 	f.byID[in.id] = in
 	f.byWS[ws] = append(f.byWS[ws], in)
