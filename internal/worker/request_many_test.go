@@ -173,7 +173,14 @@ func TestDriversMany_RollbackLeavesNothingCommitCompletes(t *testing.T) {
 
 type statementCounter struct{ n atomic.Int64 }
 
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+// TraceQueryStart counts every statement but River's insert notification:
+// River rate-limits it per queue by the clock (a second insert soon after
+// the first sends none), so counting it made the comparison below fail
+// about one run in three with 5 statements against 6.
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "name: PGNotifyMany") {
+		return ctx
+	}
 	c.n.Add(1)
 	return ctx
 }
