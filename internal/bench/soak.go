@@ -22,11 +22,19 @@ import (
 // heaps get an absolute floor; goroutines move by the few that River and
 // the pools start and end on their own.
 const (
+	soakP99RatioLimit       = 1.5
 	soakHeapNoiseShare      = 0.20
 	soakHeapNoiseFloorMB    = 4
 	soakGoroutineNoiseShare = 0.10
 	soakGoroutineNoiseFloor = 5
 )
+
+// soakHandlerConns sizes the handler side's pool: a web app committing
+// 200 provisions and 200 terminates a second sizes its own pool for it.
+// At pgx's default (4 here) the handler side itself was the bottleneck:
+// 130 goroutines waited on its pool on average and it committed 150-180
+// requests/s, not 200, which also hid how the worker keeps up.
+const soakHandlerConns = 32
 
 // Soak is figure 7: a steady stream of provisions (and, once each is
 // running, its terminate) against a CP of random latency for minutes. It
@@ -42,6 +50,7 @@ func Soak(ctx context.Context, env *Env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.env = env
 	defer s.close()
 	return s.run(ctx, env)
 }
@@ -51,6 +60,7 @@ func Soak(ctx context.Context, env *Env) ([]Result, error) {
 // latency CP.
 type soak struct {
 	sc           Scale
+	env          *Env
 	db           *pgxpool.Pool // uncounted: depth samples
 	wpool, hpool *pgxpool.Pool
 	wq, hq       *queryCounter
@@ -85,10 +95,11 @@ func newSoak(ctx context.Context, db *pgxpool.Pool, sc Scale) (*soak, error) {
 	s := &soak{sc: sc, db: db, wq: &queryCounter{}, hq: &queryCounter{}, progress: make(chan struct{}, 1),
 		stopConsume: make(chan struct{}), consumeDone: make(chan struct{})}
 	var err error
-	if s.wpool, err = tracedPool(ctx, db, s.wq); err != nil {
+	// The worker's pool as the worker command sizes it for SoakWorkers.
+	if s.wpool, err = workerPool(ctx, db, s.wq, jobs.Options{ProvisionWorkers: sc.SoakWorkers, TerminateWorkers: sc.SoakWorkers}); err != nil {
 		return nil, err
 	}
-	if s.hpool, err = tracedPool(ctx, db, s.hq); err != nil {
+	if s.hpool, err = sizedPool(ctx, db, s.hq, soakHandlerConns); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -152,18 +163,27 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	env.logf("soak: %d goroutines, %.1f MB heap at start; %v at %g requests/s", startG, mb(startHeap), sc.SoakDuration, sc.SoakRate)
 
 	wq0, hq0 := s.wq.n.Load(), s.hq.n.Load()
-	prov0 := s.provisioned.Load()
+	w0, h0 := s.wpool.Stat(), s.hpool.Stat()
+	prov0, pDone0, tDone0 := s.provisioned.Load(), s.provDone.Load(), s.termDone.Load()
 	s.t0 = time.Now()
 	depth := s.sampleDepth(ctx)
 	err := s.drive(ctx, sc.SoakDuration, true)
 	elapsed := time.Since(s.t0)
 	wqN, hqN := s.wq.n.Load()-wq0, s.hq.n.Load()-hq0
-	samples := depth()
+	pDone, tDone := s.provDone.Load()-pDone0, s.termDone.Load()-tDone0
+	wPool, hPool := poolUse(w0, s.wpool.Stat(), elapsed), poolUse(h0, s.hpool.Stat(), elapsed)
 	if err != nil {
+		depth()
 		return nil, err
 	}
-	if err := s.drain(ctx); err != nil {
-		return nil, err
+	// A queue that cannot drain still has its figures printed: how far it
+	// got and at what rates say why, where a bare error said nothing.
+	drainStart := time.Now()
+	drainErr := s.drain(ctx)
+	drainTime := time.Since(drainStart)
+	samples := depth()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	if f := s.failures.Load(); f > 0 {
 		env.logf("soak: %d job attempts failed and retried", f)
@@ -185,16 +205,28 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	heapNoise := max(soakHeapNoiseShare*mb(startHeap), soakHeapNoiseFloorMB)
 	gNoise := max(soakGoroutineNoiseShare*float64(startG), soakGoroutineNoiseFloor)
 	env.notef("%s", depthNote(sc.SoakDepthEvery, samples))
+	env.notef("%s", rateNote(sc.SoakDepthEvery, samples))
 	requests := s.provisioned.Load() - prov0
 	maxDepth := 0.0
 	for _, d := range samples {
-		maxDepth = max(maxDepth, d)
+		maxDepth = max(maxDepth, float64(d.depth))
 	}
-	return []Result{
+	drained := 1.0
+	if drainErr != nil {
+		drained = 0
+	}
+	res := []Result{
 		{"soak_seconds", elapsed.Seconds(), "s"},
 		{"soak_requests", float64(requests), "count"},
 		{"soak_requests_per_s", float64(requests) / elapsed.Seconds(), "/s"},
 		{"soak_workers_per_queue", float64(sc.SoakWorkers), "count"},
+		{"soak_drained", drained, "bool"},
+		{"soak_drain_seconds", drainTime.Seconds(), "s"},
+		{"soak_provisions_done", float64(s.provDone.Load() - pDone0), "count"},
+		{"soak_terminates_done", float64(s.termDone.Load() - tDone0), "count"},
+		{"soak_provisions_done_per_s", float64(pDone) / elapsed.Seconds(), "/s"},
+		{"soak_terminates_done_per_s", float64(tDone) / elapsed.Seconds(), "/s"},
+		{"soak_requests_never_picked_up", float64(s.unpicked()), "count"},
 		{"soak_pickup_first_p50", quantile(first, 0.5), "ms"},
 		{"soak_pickup_first_p99", quantile(first, 0.99), "ms"},
 		{"soak_pickup_last_p50", quantile(last, 0.5), "ms"},
@@ -204,6 +236,12 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		{"soak_queue_depth_samples", float64(len(samples)), "count"},
 		{"soak_worker_queries_per_s", float64(wqN) / elapsed.Seconds(), "/s"},
 		{"soak_handler_queries_per_s", float64(hqN) / elapsed.Seconds(), "/s"},
+		{"soak_worker_pool_max_conns", float64(s.wpool.Stat().MaxConns()), "count"},
+		{"soak_worker_pool_empty_acquire_share", wPool.emptyShare, "x"},
+		{"soak_worker_pool_mean_waiters", wPool.waiters, "count"},
+		{"soak_handler_pool_max_conns", float64(s.hpool.Stat().MaxConns()), "count"},
+		{"soak_handler_pool_empty_acquire_share", hPool.emptyShare, "x"},
+		{"soak_handler_pool_mean_waiters", hPool.waiters, "count"},
 		{"soak_heap_start_mb", mb(startHeap), "MB"},
 		{"soak_heap_end_mb", mb(endHeap), "MB"},
 		{"soak_heap_growth_mb", mb(endHeap) - mb(startHeap), "MB"},
@@ -213,7 +251,58 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		{"soak_goroutines_end", float64(endG), "count"},
 		{"soak_goroutines_growth", float64(endG - startG), "count"},
 		{"soak_goroutines_noise", gNoise, "count"},
-	}, nil
+	}
+	env.notef("soak verdict: %s", soakVerdict(res, drainErr))
+	if drainErr != nil {
+		return res, drainErr
+	}
+	return res, s.err()
+}
+
+// poolStats is how a pool served the run: the share of acquires that
+// found no idle connection and the mean number of goroutines waiting for
+// one (total acquire wait over the run's time, by Little's law).
+type poolStats struct{ emptyShare, waiters float64 }
+
+func poolUse(before, after *pgxpool.Stat, d time.Duration) poolStats {
+	n := after.AcquireCount() - before.AcquireCount()
+	if n == 0 {
+		return poolStats{}
+	}
+	return poolStats{
+		emptyShare: float64(after.EmptyAcquireCount()-before.EmptyAcquireCount()) / float64(n),
+		waiters:    (after.AcquireDuration() - before.AcquireDuration()).Seconds() / d.Seconds(),
+	}
+}
+
+// soakVerdict is the soak's one-line judgement: PASS, or FAIL with every
+// reason, from the same lines the summary judges.
+func soakVerdict(res []Result, drainErr error) string {
+	v := map[string]float64{}
+	for _, r := range res {
+		v[r.Name] = r.Value
+	}
+	var why []string
+	if drainErr != nil {
+		why = append(why, fmt.Sprintf("queue did not drain (%v; provisions done at %.0f/s, terminates at %.0f/s, offered %.0f/s)",
+			drainErr, v["soak_provisions_done_per_s"], v["soak_terminates_done_per_s"], v["soak_requests_per_s"]))
+	}
+	if r := v["soak_pickup_p99_last_vs_first_ratio"]; !(r <= soakP99RatioLimit) {
+		why = append(why, fmt.Sprintf("pickup p99 last/first %.2f > %g (%.0f ms vs %.0f ms)",
+			r, soakP99RatioLimit, v["soak_pickup_last_p99"], v["soak_pickup_first_p99"]))
+	}
+	if g, n := v["soak_heap_growth_mb"], v["soak_heap_noise_mb"]; g > n {
+		why = append(why, fmt.Sprintf("heap grew %.1f MB > %.1f MB noise", g, n))
+	}
+	if g, n := v["soak_goroutines_growth"], v["soak_goroutines_noise"]; g > n {
+		why = append(why, fmt.Sprintf("goroutines grew %.0f > %.0f noise", g, n))
+	}
+	if len(why) == 0 {
+		return fmt.Sprintf("PASS (pickup p99 last/first %.2f <= %g, heap %+.1f MB <= %.1f, goroutines %+.0f <= %.0f)",
+			v["soak_pickup_p99_last_vs_first_ratio"], soakP99RatioLimit, v["soak_heap_growth_mb"], v["soak_heap_noise_mb"],
+			v["soak_goroutines_growth"], v["soak_goroutines_noise"])
+	}
+	return "FAIL: " + strings.Join(why, "; ")
 }
 
 // drive commits SoakRate provision requests per second for d, each in its
@@ -280,6 +369,15 @@ func (s *soak) arrived(ws string, at time.Time) {
 	s.mu.Unlock()
 }
 
+// unpicked counts the recorded requests whose provision never reached
+// the CP: none when the queue drained, and a failed drain's pickup
+// windows leave them out.
+func (s *soak) unpicked() int {
+	n := 0
+	s.pending.Range(func(_, _ any) bool { n++; return true })
+	return n
+}
+
 // consume follows completions: a completed provision gets its terminate.
 func (s *soak) consume(ctx context.Context) {
 	defer close(s.consumeDone)
@@ -341,10 +439,18 @@ func (s *soak) drain(ctx context.Context) error {
 	return s.err()
 }
 
+// depthSample is one look at the queue and at how far the run got.
+type depthSample struct {
+	depth                 int64 // available + running jobs
+	committed, prov, term int64 // requests committed, provisions and terminates completed, so far
+}
+
 // sampleDepth counts available and running jobs every SoakDepthEvery
-// until the returned function is called, which returns the samples.
-func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
-	var samples []float64
+// until the returned function is called, which returns the samples. Each
+// sample is also logged with the worker pool's use, so a run that falls
+// behind shows where while it runs.
+func (s *soak) sampleDepth(ctx context.Context) func() []depthSample {
+	var samples []depthSample
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -355,10 +461,17 @@ func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
 			err := s.db.QueryRow(ctx, benchStore.Q(`
 				SELECT count(*) FROM {schema}.river_job WHERE state IN ('available', 'running')`)).Scan(&n)
 			if err != nil {
-				s.fail(fmt.Errorf("queue depth: %w", err))
+				if ctx.Err() == nil {
+					s.fail(fmt.Errorf("queue depth: %w", err))
+				}
 				return
 			}
-			samples = append(samples, float64(n))
+			d := depthSample{depth: n, committed: s.provisioned.Load(), prov: s.provDone.Load(), term: s.termDone.Load()}
+			samples = append(samples, d)
+			ws := s.wpool.Stat()
+			s.env.logf("soak %v: depth %d, committed %d, provisions done %d, terminates done %d; worker pool %d/%d in use, %d of %d acquires empty",
+				time.Since(s.t0).Round(time.Second), d.depth, d.committed, d.prov, d.term,
+				ws.AcquiredConns(), ws.MaxConns(), ws.EmptyAcquireCount(), ws.AcquireCount())
 			select {
 			case <-stop:
 				return
@@ -366,7 +479,7 @@ func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
 			}
 		}
 	}()
-	return func() []float64 {
+	return func() []depthSample {
 		close(stop)
 		<-done
 		return samples
@@ -422,12 +535,23 @@ func (s *soak) err() error {
 	return nil
 }
 
-func depthNote(every time.Duration, samples []float64) string {
+func depthNote(every time.Duration, samples []depthSample) string {
 	parts := make([]string, len(samples))
 	for i, v := range samples {
-		parts[i] = FormatValue(v)
+		parts[i] = FormatValue(float64(v.depth))
 	}
 	return fmt.Sprintf("soak_queue_depth every %v (available+running jobs): %s", every, strings.Join(parts, " "))
+}
+
+// rateNote is the completion rate between samples, provisions/terminates
+// per second: where a run falls behind, and whether it recovers.
+func rateNote(every time.Duration, samples []depthSample) string {
+	var parts []string
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1], samples[i]
+		parts = append(parts, FormatValue(float64(b.prov-a.prov)/every.Seconds())+"/"+FormatValue(float64(b.term-a.term)/every.Seconds()))
+	}
+	return fmt.Sprintf("soak_done_per_s every %v (provisions/terminates completed per second): %s", every, strings.Join(parts, " "))
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }
