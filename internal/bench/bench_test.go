@@ -49,6 +49,7 @@ var expectedLines = []string{
 	"soak_seconds", "soak_requests", "soak_requests_per_s", "soak_workers_per_queue",
 	"soak_drained", "soak_drain_seconds", "soak_provisions_done", "soak_terminates_done",
 	"soak_provisions_done_per_s", "soak_terminates_done_per_s", "soak_requests_never_picked_up",
+	"soak_jobs_retried", "soak_jobs_snoozed",
 	"soak_pickup_first_p50", "soak_pickup_first_p99", "soak_pickup_last_p50", "soak_pickup_last_p99",
 	"soak_pickup_p99_last_vs_first_ratio", "soak_queue_depth_max", "soak_queue_depth_samples",
 	"soak_worker_queries_per_s", "soak_handler_queries_per_s",
@@ -64,6 +65,7 @@ var expectedLines = []string{
 var mayBeZero = map[string]bool{
 	"soak_heap_growth_mb": true, "soak_goroutines_growth": true, "soak_queue_depth_max": true,
 	"soak_requests_never_picked_up": true, "soak_worker_pool_empty_acquire_share": true,
+	"soak_jobs_retried": true, "soak_jobs_snoozed": true,
 	"soak_worker_pool_mean_waiters": true, "soak_handler_pool_empty_acquire_share": true,
 	"soak_handler_pool_mean_waiters": true,
 	"soak_cp_fake_heap_mb":           true, "sweep_300_peak_live_heap_mb": true, "sweep_3k_peak_live_heap_mb": true,

@@ -75,7 +75,7 @@ func Pickup(ctx context.Context, env *Env) ([]Result, error) {
 
 func pickupRun(ctx context.Context, logf func(string, ...any), pool *pgxpool.Pool, srv *cpfake.Server, api cp.API, fs fetchSettings, n int, gap, idleWindow time.Duration) ([]time.Duration, float64, error) {
 	counter := &queryCounter{}
-	wpool, err := tracedPool(ctx, pool, counter)
+	wpool, err := workerPool(ctx, pool, counter, jobs.Options{})
 	if err != nil {
 		return nil, 0, err
 	}

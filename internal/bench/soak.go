@@ -188,6 +188,10 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	if f := s.failures.Load(); f > 0 {
 		env.logf("soak: %d job attempts failed and retried", f)
 	}
+	retried, snoozed, err := s.retriesAndSnoozes(ctx)
+	if err != nil {
+		return nil, err
+	}
 	endG, endHeapWithFake := s.settled()
 	// The fake CP keeps every instance it launched, which a real worker
 	// does not: weigh it by dropping it, and judge the heap without it.
@@ -227,6 +231,8 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		{"soak_provisions_done_per_s", float64(pDone) / elapsed.Seconds(), "/s"},
 		{"soak_terminates_done_per_s", float64(tDone) / elapsed.Seconds(), "/s"},
 		{"soak_requests_never_picked_up", float64(s.unpicked()), "count"},
+		{"soak_jobs_retried", float64(retried), "count"},
+		{"soak_jobs_snoozed", float64(snoozed), "count"},
 		{"soak_pickup_first_p50", quantile(first, 0.5), "ms"},
 		{"soak_pickup_first_p99", quantile(first, 0.99), "ms"},
 		{"soak_pickup_last_p50", quantile(last, 0.5), "ms"},
@@ -367,6 +373,21 @@ func (s *soak) arrived(ws string, at time.Time) {
 	s.mu.Lock()
 	s.pickups = append(s.pickups, pickupSample{at: start.Sub(s.t0), d: at.Sub(start)})
 	s.mu.Unlock()
+}
+
+// retriesAndSnoozes counts the run's jobs (warm-up included) that took
+// more than one attempt, and those that snoozed: a terminate that waits
+// for an in-flight provision snoozes, and a queue kept busy by snooze
+// loops would show here, not in the depth alone.
+func (s *soak) retriesAndSnoozes(ctx context.Context) (retried, snoozed int64, err error) {
+	err = s.db.QueryRow(ctx, benchStore.Q(`
+		SELECT count(*) FILTER (WHERE attempt > 1),
+		       count(*) FILTER (WHERE coalesce((metadata->>'snoozes')::int, 0) > 0)
+		FROM {schema}.river_job`)).Scan(&retried, &snoozed)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count retries and snoozes: %w", err)
+	}
+	return retried, snoozed, nil
 }
 
 // unpicked counts the recorded requests whose provision never reached
