@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,7 +182,8 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	// got and at what rates say why, where a bare error said nothing.
 	drainStart := time.Now()
 	drainErr := s.drain(ctx)
-	drainTime := time.Since(drainStart)
+	drainEnd := time.Now()
+	drainTime := drainEnd.Sub(drainStart)
 	samples := depth()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -205,7 +208,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	// Windows by commit time over the whole run: when the handler side
 	// cannot commit at the offered rate, the last commits land after
 	// SoakDuration, and soak_requests_per_s shows the shortfall.
-	first, last := s.windows(elapsed)
+	first, last := s.windows(elapsed, drainEnd)
 	heapNoise := max(soakHeapNoiseShare*mb(startHeap), soakHeapNoiseFloorMB)
 	gNoise := max(soakGoroutineNoiseShare*float64(startG), soakGoroutineNoiseFloor)
 	env.notef("%s", depthNote(sc.SoakDepthEvery, samples))
@@ -237,7 +240,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		{"soak_pickup_first_p99", quantile(first, 0.99), "ms"},
 		{"soak_pickup_last_p50", quantile(last, 0.5), "ms"},
 		{"soak_pickup_last_p99", quantile(last, 0.99), "ms"},
-		{"soak_pickup_p99_last_vs_first_ratio", quantile(last, 0.99) / quantile(first, 0.99), "x"},
+		{"soak_pickup_p99_last_vs_first_ratio", p99Ratio(first, last), "x"},
 		{"soak_queue_depth_max", maxDepth, "jobs"},
 		{"soak_queue_depth_samples", float64(len(samples)), "count"},
 		{"soak_worker_queries_per_s", float64(wqN) / elapsed.Seconds(), "/s"},
@@ -263,6 +266,15 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		return res, drainErr
 	}
 	return res, s.err()
+}
+
+// p99Ratio is last's p99 over first's, NaN (judged not met) when either
+// window has no sample: an empty window is no evidence of a flat p99.
+func p99Ratio(first, last []time.Duration) float64 {
+	if len(first) == 0 || len(last) == 0 {
+		return math.NaN()
+	}
+	return quantile(last, 0.99) / quantile(first, 0.99)
 }
 
 // poolStats is how a pool served the run: the share of acquires that
@@ -508,12 +520,20 @@ func (s *soak) sampleDepth(ctx context.Context) func() []depthSample {
 }
 
 // windows splits the pickups by commit time: the first and the last
-// window of the run (30 s, or a quarter of a shorter run).
-func (s *soak) windows(d time.Duration) (first, last []time.Duration) {
+// window of the run (30 s, or a quarter of a shorter run). A request
+// never picked up (a drain that gave up) counts with what it waited until
+// end, a lower bound: left out, it would flatter the window it was in.
+func (s *soak) windows(d time.Duration, end time.Time) (first, last []time.Duration) {
 	w := min(30*time.Second, d/4)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.pickups {
+	all := slices.Clone(s.pickups)
+	s.mu.Unlock()
+	s.pending.Range(func(_, v any) bool {
+		start := v.(time.Time)
+		all = append(all, pickupSample{at: start.Sub(s.t0), d: end.Sub(start)})
+		return true
+	})
+	for _, p := range all {
 		if p.at < w {
 			first = append(first, p.d)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -28,4 +29,20 @@ func TestSoakVerdict_NamesEveryReason(t *testing.T) {
 
 	// No pickups in a window (NaN ratio) is no pass.
 	require.Regexp(t, `^FAIL: pickup p99 last/first NaN`, soakVerdict(lines(math.NaN(), 0, 0), nil))
+}
+
+// A window without samples is no evidence of a flat p99, and a request
+// never picked up counts with what it waited, not as absent.
+func TestSoakWindows_CountUnpickedAndRefuseEmpty(t *testing.T) {
+	t.Parallel()
+	require.True(t, math.IsNaN(p99Ratio([]time.Duration{time.Millisecond}, nil)))
+	require.True(t, math.IsNaN(p99Ratio(nil, []time.Duration{time.Millisecond})))
+	require.Equal(t, 2.0, p99Ratio([]time.Duration{time.Millisecond}, []time.Duration{2 * time.Millisecond}))
+
+	t0 := time.Now()
+	s := &soak{t0: t0, pickups: []pickupSample{{at: time.Second, d: 10 * time.Millisecond}, {at: 9 * time.Second, d: 20 * time.Millisecond}}}
+	s.pending.Store("never", t0.Add(8*time.Second)) // committed at 8 s, never reached the CP
+	first, last := s.windows(10*time.Second, t0.Add(68*time.Second))
+	require.Equal(t, []time.Duration{10 * time.Millisecond}, first)
+	require.ElementsMatch(t, []time.Duration{20 * time.Millisecond, time.Minute}, last)
 }
