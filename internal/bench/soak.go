@@ -162,6 +162,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	startG, startHeap := s.settled()
+	startConns := s.openConns()
 	env.logf("soak: %d goroutines, %.1f MB heap at start; %v at %g requests/s", startG, mb(startHeap), sc.SoakDuration, sc.SoakRate)
 
 	wq0, hq0 := s.wq.n.Load(), s.hq.n.Load()
@@ -196,6 +197,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		return nil, err
 	}
 	endG, endHeapWithFake := s.settled()
+	endConns := s.openConns()
 	// The fake CP keeps every instance it launched, which a real worker
 	// does not: weigh it by dropping it, and judge the heap without it.
 	instances := s.cp.fake.Stats().Launched
@@ -251,6 +253,8 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		{"soak_handler_pool_max_conns", float64(s.hpool.Stat().MaxConns()), "count"},
 		{"soak_handler_pool_empty_acquire_share", hPool.emptyShare, "x"},
 		{"soak_handler_pool_mean_waiters", hPool.waiters, "count"},
+		{"soak_pool_conns_start", float64(startConns), "count"},
+		{"soak_pool_conns_end", float64(endConns), "count"},
 		{"soak_heap_start_mb", mb(startHeap), "MB"},
 		{"soak_heap_end_mb", mb(endHeap), "MB"},
 		{"soak_heap_growth_mb", mb(endHeap) - mb(startHeap), "MB"},
@@ -400,6 +404,13 @@ func (s *soak) retriesAndSnoozes(ctx context.Context) (retried, snoozed int64, e
 		return 0, 0, fmt.Errorf("count retries and snoozes: %w", err)
 	}
 	return retried, snoozed, nil
+}
+
+// openConns is how many connections both pools hold: each holds buffers
+// and a statement cache, so a pool that opened more of them during the
+// run shows as heap growth that is no leak.
+func (s *soak) openConns() int32 {
+	return s.wpool.Stat().TotalConns() + s.hpool.Stat().TotalConns()
 }
 
 // unpicked counts the recorded requests whose provision never reached
