@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
@@ -163,6 +164,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	startG, startHeap := s.settled()
 	startConns := s.openConns()
+	startLive := lastLiveHeap()
 	env.logf("soak: %d goroutines, %.1f MB heap at start; %v at %g requests/s", startG, mb(startHeap), sc.SoakDuration, sc.SoakRate)
 
 	wq0, hq0 := s.wq.n.Load(), s.hq.n.Load()
@@ -204,6 +206,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	s.cp.Close()
 	s.cp = nil
 	_, endHeap := s.settled()
+	endLive := lastLiveHeap()
 	env.logf("soak: %d goroutines, %.1f MB heap at end (%.1f MB with the fake CP's %d instances)",
 		endG, mb(endHeap), mb(endHeapWithFake), instances)
 
@@ -259,6 +262,8 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		{"soak_heap_end_mb", mb(endHeap), "MB"},
 		{"soak_heap_growth_mb", mb(endHeap) - mb(startHeap), "MB"},
 		{"soak_heap_noise_mb", heapNoise, "MB"},
+		{"soak_live_heap_start_mb", mb(startLive), "MB"},
+		{"soak_live_heap_end_mb", mb(endLive), "MB"},
 		{"soak_cp_fake_heap_mb", mb(endHeapWithFake) - mb(endHeap), "MB"},
 		{"soak_goroutines_start", float64(startG), "count"},
 		{"soak_goroutines_end", float64(endG), "count"},
@@ -404,6 +409,19 @@ func (s *soak) retriesAndSnoozes(ctx context.Context) (retried, snoozed int64, e
 		return 0, 0, fmt.Errorf("count retries and snoozes: %w", err)
 	}
 	return retried, snoozed, nil
+}
+
+// lastLiveHeap is the heap the last GC marked live (settled just ran
+// one). Beside HeapInuse, which also counts spans kept in use by a few
+// survivors after a peak (thousands of handler goroutines waiting on
+// their pool under load), it tells fragmentation from a leak.
+func lastLiveHeap() uint64 {
+	live := []metrics.Sample{{Name: liveHeapMetric}}
+	metrics.Read(live)
+	if live[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return live[0].Value.Uint64()
 }
 
 // openConns is how many connections both pools hold: each holds buffers
