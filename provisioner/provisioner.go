@@ -26,6 +26,7 @@ import (
 	"github.com/molecule-ai/provision-worker/internal/riverjob"
 	"github.com/molecule-ai/provision-worker/internal/store"
 	"github.com/molecule-ai/provision-worker/internal/worker"
+	"github.com/molecule-ai/provision-worker/internal/workerenv"
 	"github.com/molecule-ai/provision-worker/internal/workerloop"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
@@ -83,7 +84,14 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	// Sized from the worker counts unless DATABASE_URL says otherwise
+	// (workerenv.PoolConfig): pgx's default of max(4, CPUs) starves the
+	// workers and River's fetches on a small host.
+	poolCfg, err := workerenv.PoolConfig(cfg.DatabaseURL, cfg.Options)
+	if err != nil {
+		return nil, fmt.Errorf("provisioner: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("provisioner: database: %w", err)
 	}

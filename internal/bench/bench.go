@@ -130,7 +130,7 @@ func Figures() []Figure {
 			{Name: "sweep_max_time_ratio_per_10x", AtMost: true, Limit: 10},
 		}},
 		{Name: "soak", Run: Soak, Targets: []Target{
-			{Name: "soak_pickup_p99_last_vs_first_ratio", AtMost: true, Limit: 1.5},
+			{Name: "soak_pickup_p99_last_vs_first_ratio", AtMost: true, Limit: soakP99RatioLimit},
 			{Name: "soak_heap_growth_mb", AtMost: true, LimitLine: "soak_heap_noise_mb"},
 			{Name: "soak_goroutines_growth", AtMost: true, LimitLine: "soak_goroutines_noise"},
 		}},

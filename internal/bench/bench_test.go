@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math"
 	"regexp"
 	"strings"
@@ -46,10 +47,16 @@ var expectedLines = []string{
 	"sweep_300_to_3k_time_ratio", "sweep_300_to_3k_heap_ratio",
 	"sweep_largest_seconds", "sweep_largest_peak_heap_mb", "sweep_largest_peak_live_heap_mb", "sweep_max_time_ratio_per_10x",
 	"soak_seconds", "soak_requests", "soak_requests_per_s", "soak_workers_per_queue",
+	"soak_drained", "soak_drain_seconds", "soak_provisions_done", "soak_terminates_done",
+	"soak_provisions_done_per_s", "soak_terminates_done_per_s", "soak_requests_never_picked_up",
+	"soak_jobs_retried", "soak_jobs_snoozed",
 	"soak_pickup_first_p50", "soak_pickup_first_p99", "soak_pickup_last_p50", "soak_pickup_last_p99",
 	"soak_pickup_p99_last_vs_first_ratio", "soak_queue_depth_max", "soak_queue_depth_samples",
 	"soak_worker_queries_per_s", "soak_handler_queries_per_s",
-	"soak_heap_start_mb", "soak_heap_end_mb", "soak_heap_growth_mb", "soak_heap_noise_mb", "soak_cp_fake_heap_mb",
+	"soak_worker_pool_max_conns", "soak_worker_pool_empty_acquire_share", "soak_worker_pool_mean_waiters",
+	"soak_handler_pool_max_conns", "soak_handler_pool_empty_acquire_share", "soak_handler_pool_mean_waiters",
+	"soak_pool_conns_start", "soak_pool_conns_end",
+	"soak_heap_start_mb", "soak_heap_end_mb", "soak_heap_growth_mb", "soak_heap_noise_mb", "soak_live_heap_start_mb", "soak_live_heap_end_mb", "soak_cp_fake_heap_mb",
 	"soak_goroutines_start", "soak_goroutines_end", "soak_goroutines_growth", "soak_goroutines_noise",
 }
 
@@ -58,7 +65,11 @@ var expectedLines = []string{
 // measured during a short sweep.
 var mayBeZero = map[string]bool{
 	"soak_heap_growth_mb": true, "soak_goroutines_growth": true, "soak_queue_depth_max": true,
-	"soak_cp_fake_heap_mb": true, "sweep_300_peak_live_heap_mb": true, "sweep_3k_peak_live_heap_mb": true,
+	"soak_requests_never_picked_up": true, "soak_worker_pool_empty_acquire_share": true,
+	"soak_jobs_retried": true, "soak_jobs_snoozed": true,
+	"soak_worker_pool_mean_waiters": true, "soak_handler_pool_empty_acquire_share": true,
+	"soak_handler_pool_mean_waiters": true,
+	"soak_cp_fake_heap_mb":           true, "sweep_300_peak_live_heap_mb": true, "sweep_3k_peak_live_heap_mb": true,
 	"sweep_largest_peak_live_heap_mb": true,
 }
 
@@ -108,11 +119,36 @@ func TestQuick_EveryFigurePrintsItsLines(t *testing.T) {
 	depth := regexp.MustCompile(`(?m)^# soak_queue_depth every 500ms \(available\+running jobs\):((?: \d+)+)$`).FindStringSubmatch(out.String())
 	require.NotNil(t, depth, out.String())
 	require.Len(t, strings.Fields(depth[1]), int(byName["soak_queue_depth_samples"]))
+	// It drained: every request's provision and terminate ran, each
+	// request was picked up, and the verdict line says how it judged.
+	require.Equal(t, 1.0, byName["soak_drained"])
+	require.Equal(t, byName["soak_requests"], byName["soak_provisions_done"])
+	require.Equal(t, byName["soak_requests"], byName["soak_terminates_done"])
+	require.Equal(t, 0.0, byName["soak_requests_never_picked_up"])
+	require.Regexp(t, `(?m)^# soak_done_per_s every 500ms \(provisions/terminates completed per second\):( [0-9.]+/[0-9.]+)+$`, out.String())
+	require.Regexp(t, `(?m)^# soak verdict: (PASS \(pickup p99|FAIL: )`, out.String())
 	for _, f := range bench.Figures() {
 		for _, tg := range f.Targets {
 			require.Containsf(t, names, tg.Name, "target of %s judges a line no figure prints", f.Name)
 		}
 	}
+}
+
+// A figure that fails after measuring (the soak when its queue cannot
+// drain) still prints its lines, then why it failed, and the summary
+// judges them: it used to print only the error.
+func TestRun_FailedFigurePrintsWhatItMeasured(t *testing.T) {
+	t.Parallel()
+	fig := bench.Figure{Name: "f", Targets: []bench.Target{{Name: "f_ratio", AtMost: true, Limit: 1.5}},
+		Run: func(context.Context, *bench.Env) ([]bench.Result, error) {
+			return []bench.Result{{Name: "f_ratio", Value: 2, Unit: "x"}}, errors.New("drain: 3 of 9 done")
+		}}
+	var out bytes.Buffer
+	res, err := bench.Run(context.Background(), &bench.Env{}, []bench.Figure{fig}, &out)
+	require.ErrorContains(t, err, "figures failed: [f]")
+	require.Len(t, res, 1)
+	require.Regexp(t, `(?s)\nf_ratio 2 x\n# f failed: drain: 3 of 9 done\n`, out.String())
+	require.Regexp(t, `f_ratio\s+2 x\s+<= 1.5\s+no`, out.String())
 }
 
 func TestSelect_UnknownFigureIsAnError(t *testing.T) {

@@ -1,13 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"time"
@@ -17,11 +13,12 @@ import (
 )
 
 // latencyCP serves an in-process fake CP whose every call takes a random
-// latency in [lo, hi], drawn per request, before the fake acts: the fake's
-// own Latency option is one fixed value. It also tells onProvision when a
-// provision request arrives, before its latency, so pickup is measured to
-// the CP receiving the call as in figure 4. The bench owns the HTTP
-// server, so it can drop idle connections before counting goroutines.
+// latency in [lo, hi], drawn per request from the fake's seeded RNG
+// (cpfake.Options.LatencyMax), and tells onProvision when a provision
+// request arrives, before its latency (cpfake.Options.OnArrival), so
+// pickup is measured to the CP receiving the call as in figure 4. The
+// bench owns the HTTP server, so it can drop idle connections before
+// counting goroutines.
 type latencyCP struct {
 	fake *cpfake.Fake
 	srv  *http.Server
@@ -34,9 +31,17 @@ func startLatencyCP(lo, hi time.Duration, onProvision func(ws string, at time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("listen for the fake CP: %w", err)
 	}
-	fake := cpfake.New(fakeOptions(cpfake.Options{}))
+	opts := cpfake.Options{Latency: lo, LatencyMax: hi}
+	if onProvision != nil {
+		opts.OnArrival = func(route, ws string, at time.Time) {
+			if route == cpfake.RouteProvision {
+				onProvision(ws, at)
+			}
+		}
+	}
+	fake := cpfake.New(fakeOptions(opts))
 	l := &latencyCP{fake: fake, done: make(chan struct{})}
-	l.srv = &http.Server{Handler: l.delay(fake.Handler(), lo, hi, onProvision), ReadHeaderTimeout: 10 * time.Second}
+	l.srv = &http.Server{Handler: fake.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(l.done)
 		_ = l.srv.Serve(ln)
@@ -47,31 +52,6 @@ func startLatencyCP(lo, hi time.Duration, onProvision func(ws string, at time.Ti
 		return nil, err
 	}
 	return l, nil
-}
-
-func (l *latencyCP) delay(next http.Handler, lo, hi time.Duration, onProvision func(string, time.Time)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if onProvision != nil && r.Method == http.MethodPost && r.URL.Path == "/cp/workspaces/provision" {
-			at := time.Now()
-			body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-			if err != nil {
-				http.Error(w, "read body", http.StatusBadRequest)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			var req struct {
-				WorkspaceID string `json:"workspace_id"`
-			}
-			if json.Unmarshal(body, &req) == nil {
-				onProvision(req.WorkspaceID, at)
-			}
-		}
-		d := lo + time.Duration(rand.Int64N(int64(hi-lo)+1))
-		if err := sleepCtx(r.Context(), d); err != nil {
-			return // the client gave up or the server is closing
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // dropIdleConns closes the connections that wait for a next request

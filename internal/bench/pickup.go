@@ -18,6 +18,7 @@ import (
 
 	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
+	"github.com/molecule-ai/provision-worker/internal/workerenv"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -74,7 +75,7 @@ func Pickup(ctx context.Context, env *Env) ([]Result, error) {
 
 func pickupRun(ctx context.Context, logf func(string, ...any), pool *pgxpool.Pool, srv *cpfake.Server, api cp.API, fs fetchSettings, n int, gap, idleWindow time.Duration) ([]time.Duration, float64, error) {
 	counter := &queryCounter{}
-	wpool, err := tracedPool(ctx, pool, counter)
+	wpool, err := workerPool(ctx, pool, counter, jobs.Options{})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -201,10 +202,33 @@ func (q *queryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchE
 // tracedPool opens a second pool on pool's database, with pool's
 // settings, whose queries c traces (counts or times).
 func tracedPool(ctx context.Context, pool *pgxpool.Pool, c pgx.QueryTracer) (*pgxpool.Pool, error) {
+	return sizedPool(ctx, pool, c, 0)
+}
+
+// sizedPool is tracedPool with maxConns connections at most (0: pgx's
+// default).
+func sizedPool(ctx context.Context, pool *pgxpool.Pool, c pgx.QueryTracer, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
 	if err != nil {
 		return nil, fmt.Errorf("pool config: %w", err)
 	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	return newTracedPool(ctx, cfg, c)
+}
+
+// workerPool is a traced pool on pool's database sized as the worker
+// command sizes its own for o's worker counts (workerenv.PoolConfig).
+func workerPool(ctx context.Context, pool *pgxpool.Pool, c pgx.QueryTracer, o jobs.Options) (*pgxpool.Pool, error) {
+	cfg, err := workerenv.PoolConfig(pool.Config().ConnString(), o)
+	if err != nil {
+		return nil, fmt.Errorf("worker pool config: %w", err)
+	}
+	return newTracedPool(ctx, cfg, c)
+}
+
+func newTracedPool(ctx context.Context, cfg *pgxpool.Config, c pgx.QueryTracer) (*pgxpool.Pool, error) {
 	cfg.ConnConfig.Tracer = c
 	p, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

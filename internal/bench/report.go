@@ -21,16 +21,17 @@ func Run(ctx context.Context, env *Env, figs []Figure, w io.Writer) ([]Result, e
 	env.out = w
 	for _, f := range figs {
 		env.logf("# %s ...", f.Name)
+		// A figure that fails may still return what it measured (the
+		// soak when its queue cannot drain): printed, then why it failed.
 		res, err := f.Run(ctx, env)
-		if err != nil {
-			fmt.Fprintf(w, "# %s failed: %v\n", f.Name, err)
-			failed = append(failed, f.Name)
-			continue
-		}
 		for _, r := range res {
 			fmt.Fprintln(w, r.Line())
 		}
 		all = append(all, res...)
+		if err != nil {
+			fmt.Fprintf(w, "# %s failed: %v\n", f.Name, err)
+			failed = append(failed, f.Name)
+		}
 	}
 	hostLine(w, "end")
 	Summary(w, figs, all)

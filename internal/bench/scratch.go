@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -49,7 +50,13 @@ func (s *Scratch) urlFor(db string) string {
 
 // adminExec runs one statement on the server's maintenance database.
 func (s *Scratch) adminExec(ctx context.Context, sql string) error {
-	conn, err := pgx.Connect(ctx, s.urlFor("postgres"))
+	// Parsed as a pool's URL: pgx.Connect refuses pool_* parameters
+	// (pool_max_conns=4 in DATABASE_URL sizes the figures' pools).
+	cfg, err := pgxpool.ParseConfig(s.urlFor("postgres"))
+	if err != nil {
+		return errors.New("database URL: not a Postgres URL pgx can parse") // pgx's message may quote the password
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		return fmt.Errorf("connect to the Postgres server: %w", err)
 	}

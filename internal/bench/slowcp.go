@@ -15,10 +15,16 @@ import (
 // N × latency / MaxWorkers; the ratio is what the queue and the database
 // add on top of the CP's own time.
 func SlowCP(ctx context.Context, env *Env) ([]Result, error) {
-	pool, err := env.NewDB(ctx)
+	db, err := env.NewDB(ctx)
 	if err != nil {
 		return nil, err
 	}
+	// The pool the worker command opens for the production worker counts.
+	pool, err := workerPool(ctx, db, nil, jobs.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
 	srv, api, err := startCP(cpfake.Options{Latency: env.Scale.SlowLatency})
 	if err != nil {
 		return nil, err

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"runtime"
+	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,11 +25,19 @@ import (
 // heaps get an absolute floor; goroutines move by the few that River and
 // the pools start and end on their own.
 const (
+	soakP99RatioLimit       = 1.5
 	soakHeapNoiseShare      = 0.20
 	soakHeapNoiseFloorMB    = 4
 	soakGoroutineNoiseShare = 0.10
 	soakGoroutineNoiseFloor = 5
 )
+
+// soakHandlerConns sizes the handler side's pool: a web app committing
+// 200 provisions and 200 terminates a second sizes its own pool for it.
+// At pgx's default (4 here) the handler side itself was the bottleneck:
+// 130 goroutines waited on its pool on average and it committed 150-180
+// requests/s, not 200, which also hid how the worker keeps up.
+const soakHandlerConns = 32
 
 // Soak is figure 7: a steady stream of provisions (and, once each is
 // running, its terminate) against a CP of random latency for minutes. It
@@ -42,6 +53,7 @@ func Soak(ctx context.Context, env *Env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.env = env
 	defer s.close()
 	return s.run(ctx, env)
 }
@@ -51,6 +63,7 @@ func Soak(ctx context.Context, env *Env) ([]Result, error) {
 // latency CP.
 type soak struct {
 	sc           Scale
+	env          *Env
 	db           *pgxpool.Pool // uncounted: depth samples
 	wpool, hpool *pgxpool.Pool
 	wq, hq       *queryCounter
@@ -85,10 +98,11 @@ func newSoak(ctx context.Context, db *pgxpool.Pool, sc Scale) (*soak, error) {
 	s := &soak{sc: sc, db: db, wq: &queryCounter{}, hq: &queryCounter{}, progress: make(chan struct{}, 1),
 		stopConsume: make(chan struct{}), consumeDone: make(chan struct{})}
 	var err error
-	if s.wpool, err = tracedPool(ctx, db, s.wq); err != nil {
+	// The worker's pool as the worker command sizes it for SoakWorkers.
+	if s.wpool, err = workerPool(ctx, db, s.wq, jobs.Options{ProvisionWorkers: sc.SoakWorkers, TerminateWorkers: sc.SoakWorkers}); err != nil {
 		return nil, err
 	}
-	if s.hpool, err = tracedPool(ctx, db, s.hq); err != nil {
+	if s.hpool, err = sizedPool(ctx, db, s.hq, soakHandlerConns); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -149,71 +163,173 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	startG, startHeap := s.settled()
+	startConns := s.openConns()
+	startLive := lastLiveHeap()
 	env.logf("soak: %d goroutines, %.1f MB heap at start; %v at %g requests/s", startG, mb(startHeap), sc.SoakDuration, sc.SoakRate)
 
 	wq0, hq0 := s.wq.n.Load(), s.hq.n.Load()
-	prov0 := s.provisioned.Load()
+	w0, h0 := s.wpool.Stat(), s.hpool.Stat()
+	prov0, pDone0, tDone0 := s.provisioned.Load(), s.provDone.Load(), s.termDone.Load()
 	s.t0 = time.Now()
 	depth := s.sampleDepth(ctx)
 	err := s.drive(ctx, sc.SoakDuration, true)
 	elapsed := time.Since(s.t0)
 	wqN, hqN := s.wq.n.Load()-wq0, s.hq.n.Load()-hq0
-	samples := depth()
+	pDone, tDone := s.provDone.Load()-pDone0, s.termDone.Load()-tDone0
+	wPool, hPool := poolUse(w0, s.wpool.Stat(), elapsed), poolUse(h0, s.hpool.Stat(), elapsed)
 	if err != nil {
+		depth()
 		return nil, err
 	}
-	if err := s.drain(ctx); err != nil {
-		return nil, err
+	// A queue that cannot drain still has its figures printed: how far it
+	// got and at what rates say why, where a bare error said nothing.
+	drainStart := time.Now()
+	drainErr := s.drain(ctx)
+	drainEnd := time.Now()
+	drainTime := drainEnd.Sub(drainStart)
+	samples := depth()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	if f := s.failures.Load(); f > 0 {
 		env.logf("soak: %d job attempts failed and retried", f)
 	}
+	retried, snoozed, err := s.retriesAndSnoozes(ctx)
+	if err != nil {
+		return nil, err
+	}
 	endG, endHeapWithFake := s.settled()
+	endConns := s.openConns()
 	// The fake CP keeps every instance it launched, which a real worker
 	// does not: weigh it by dropping it, and judge the heap without it.
 	instances := s.cp.fake.Stats().Launched
 	s.cp.Close()
 	s.cp = nil
 	_, endHeap := s.settled()
+	endLive := lastLiveHeap()
 	env.logf("soak: %d goroutines, %.1f MB heap at end (%.1f MB with the fake CP's %d instances)",
 		endG, mb(endHeap), mb(endHeapWithFake), instances)
 
 	// Windows by commit time over the whole run: when the handler side
 	// cannot commit at the offered rate, the last commits land after
 	// SoakDuration, and soak_requests_per_s shows the shortfall.
-	first, last := s.windows(elapsed)
+	first, last := s.windows(elapsed, drainEnd)
 	heapNoise := max(soakHeapNoiseShare*mb(startHeap), soakHeapNoiseFloorMB)
 	gNoise := max(soakGoroutineNoiseShare*float64(startG), soakGoroutineNoiseFloor)
 	env.notef("%s", depthNote(sc.SoakDepthEvery, samples))
+	env.notef("%s", rateNote(sc.SoakDepthEvery, samples))
 	requests := s.provisioned.Load() - prov0
 	maxDepth := 0.0
 	for _, d := range samples {
-		maxDepth = max(maxDepth, d)
+		maxDepth = max(maxDepth, float64(d.depth))
 	}
-	return []Result{
+	drained := 1.0
+	if drainErr != nil {
+		drained = 0
+	}
+	res := []Result{
 		{"soak_seconds", elapsed.Seconds(), "s"},
 		{"soak_requests", float64(requests), "count"},
 		{"soak_requests_per_s", float64(requests) / elapsed.Seconds(), "/s"},
 		{"soak_workers_per_queue", float64(sc.SoakWorkers), "count"},
+		{"soak_drained", drained, "bool"},
+		{"soak_drain_seconds", drainTime.Seconds(), "s"},
+		{"soak_provisions_done", float64(s.provDone.Load() - pDone0), "count"},
+		{"soak_terminates_done", float64(s.termDone.Load() - tDone0), "count"},
+		{"soak_provisions_done_per_s", float64(pDone) / elapsed.Seconds(), "/s"},
+		{"soak_terminates_done_per_s", float64(tDone) / elapsed.Seconds(), "/s"},
+		{"soak_requests_never_picked_up", float64(s.unpicked()), "count"},
+		{"soak_jobs_retried", float64(retried), "count"},
+		{"soak_jobs_snoozed", float64(snoozed), "count"},
 		{"soak_pickup_first_p50", quantile(first, 0.5), "ms"},
 		{"soak_pickup_first_p99", quantile(first, 0.99), "ms"},
 		{"soak_pickup_last_p50", quantile(last, 0.5), "ms"},
 		{"soak_pickup_last_p99", quantile(last, 0.99), "ms"},
-		{"soak_pickup_p99_last_vs_first_ratio", quantile(last, 0.99) / quantile(first, 0.99), "x"},
+		{"soak_pickup_p99_last_vs_first_ratio", p99Ratio(first, last), "x"},
 		{"soak_queue_depth_max", maxDepth, "jobs"},
 		{"soak_queue_depth_samples", float64(len(samples)), "count"},
 		{"soak_worker_queries_per_s", float64(wqN) / elapsed.Seconds(), "/s"},
 		{"soak_handler_queries_per_s", float64(hqN) / elapsed.Seconds(), "/s"},
+		{"soak_worker_pool_max_conns", float64(s.wpool.Stat().MaxConns()), "count"},
+		{"soak_worker_pool_empty_acquire_share", wPool.emptyShare, "x"},
+		{"soak_worker_pool_mean_waiters", wPool.waiters, "count"},
+		{"soak_handler_pool_max_conns", float64(s.hpool.Stat().MaxConns()), "count"},
+		{"soak_handler_pool_empty_acquire_share", hPool.emptyShare, "x"},
+		{"soak_handler_pool_mean_waiters", hPool.waiters, "count"},
+		{"soak_pool_conns_start", float64(startConns), "count"},
+		{"soak_pool_conns_end", float64(endConns), "count"},
 		{"soak_heap_start_mb", mb(startHeap), "MB"},
 		{"soak_heap_end_mb", mb(endHeap), "MB"},
 		{"soak_heap_growth_mb", mb(endHeap) - mb(startHeap), "MB"},
 		{"soak_heap_noise_mb", heapNoise, "MB"},
+		{"soak_live_heap_start_mb", mb(startLive), "MB"},
+		{"soak_live_heap_end_mb", mb(endLive), "MB"},
 		{"soak_cp_fake_heap_mb", mb(endHeapWithFake) - mb(endHeap), "MB"},
 		{"soak_goroutines_start", float64(startG), "count"},
 		{"soak_goroutines_end", float64(endG), "count"},
 		{"soak_goroutines_growth", float64(endG - startG), "count"},
 		{"soak_goroutines_noise", gNoise, "count"},
-	}, nil
+	}
+	env.notef("soak verdict: %s", soakVerdict(res, drainErr))
+	if drainErr != nil {
+		return res, drainErr
+	}
+	return res, s.err()
+}
+
+// p99Ratio is last's p99 over first's, NaN (judged not met) when either
+// window has no sample: an empty window is no evidence of a flat p99.
+func p99Ratio(first, last []time.Duration) float64 {
+	if len(first) == 0 || len(last) == 0 {
+		return math.NaN()
+	}
+	return quantile(last, 0.99) / quantile(first, 0.99)
+}
+
+// poolStats is how a pool served the run: the share of acquires that
+// found no idle connection and the mean number of goroutines waiting for
+// one (total acquire wait over the run's time, by Little's law).
+type poolStats struct{ emptyShare, waiters float64 }
+
+func poolUse(before, after *pgxpool.Stat, d time.Duration) poolStats {
+	n := after.AcquireCount() - before.AcquireCount()
+	if n == 0 {
+		return poolStats{}
+	}
+	return poolStats{
+		emptyShare: float64(after.EmptyAcquireCount()-before.EmptyAcquireCount()) / float64(n),
+		waiters:    (after.AcquireDuration() - before.AcquireDuration()).Seconds() / d.Seconds(),
+	}
+}
+
+// soakVerdict is the soak's one-line judgement: PASS, or FAIL with every
+// reason, from the same lines the summary judges.
+func soakVerdict(res []Result, drainErr error) string {
+	v := map[string]float64{}
+	for _, r := range res {
+		v[r.Name] = r.Value
+	}
+	var why []string
+	if drainErr != nil {
+		why = append(why, fmt.Sprintf("queue did not drain (%v; provisions done at %.0f/s, terminates at %.0f/s, offered %.0f/s)",
+			drainErr, v["soak_provisions_done_per_s"], v["soak_terminates_done_per_s"], v["soak_requests_per_s"]))
+	}
+	if r := v["soak_pickup_p99_last_vs_first_ratio"]; !(r <= soakP99RatioLimit) {
+		why = append(why, fmt.Sprintf("pickup p99 last/first %.2f > %g (%.0f ms vs %.0f ms)",
+			r, soakP99RatioLimit, v["soak_pickup_last_p99"], v["soak_pickup_first_p99"]))
+	}
+	if g, n := v["soak_heap_growth_mb"], v["soak_heap_noise_mb"]; g > n {
+		why = append(why, fmt.Sprintf("heap grew %.1f MB > %.1f MB noise", g, n))
+	}
+	if g, n := v["soak_goroutines_growth"], v["soak_goroutines_noise"]; g > n {
+		why = append(why, fmt.Sprintf("goroutines grew %.0f > %.0f noise", g, n))
+	}
+	if len(why) == 0 {
+		return fmt.Sprintf("PASS (pickup p99 last/first %.2f <= %g, heap %+.1f MB <= %.1f, goroutines %+.0f <= %.0f)",
+			v["soak_pickup_p99_last_vs_first_ratio"], soakP99RatioLimit, v["soak_heap_growth_mb"], v["soak_heap_noise_mb"],
+			v["soak_goroutines_growth"], v["soak_goroutines_noise"])
+	}
+	return "FAIL: " + strings.Join(why, "; ")
 }
 
 // drive commits SoakRate provision requests per second for d, each in its
@@ -280,6 +396,50 @@ func (s *soak) arrived(ws string, at time.Time) {
 	s.mu.Unlock()
 }
 
+// retriesAndSnoozes counts the run's jobs (warm-up included) that took
+// more than one attempt, and those that snoozed: a terminate that waits
+// for an in-flight provision snoozes, and a queue kept busy by snooze
+// loops would show here, not in the depth alone.
+func (s *soak) retriesAndSnoozes(ctx context.Context) (retried, snoozed int64, err error) {
+	err = s.db.QueryRow(ctx, benchStore.Q(`
+		SELECT count(*) FILTER (WHERE attempt > 1),
+		       count(*) FILTER (WHERE coalesce((metadata->>'snoozes')::int, 0) > 0)
+		FROM {schema}.river_job`)).Scan(&retried, &snoozed)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count retries and snoozes: %w", err)
+	}
+	return retried, snoozed, nil
+}
+
+// lastLiveHeap is the heap the last GC marked live (settled just ran
+// one). Beside HeapInuse, which also counts spans kept in use by a few
+// survivors after a peak (thousands of handler goroutines waiting on
+// their pool under load), it tells fragmentation from a leak.
+func lastLiveHeap() uint64 {
+	live := []metrics.Sample{{Name: liveHeapMetric}}
+	metrics.Read(live)
+	if live[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return live[0].Value.Uint64()
+}
+
+// openConns is how many connections both pools hold: each holds buffers
+// and a statement cache, so a pool that opened more of them during the
+// run shows as heap growth that is no leak.
+func (s *soak) openConns() int32 {
+	return s.wpool.Stat().TotalConns() + s.hpool.Stat().TotalConns()
+}
+
+// unpicked counts the recorded requests whose provision never reached
+// the CP: none when the queue drained, and a failed drain's pickup
+// windows leave them out.
+func (s *soak) unpicked() int {
+	n := 0
+	s.pending.Range(func(_, _ any) bool { n++; return true })
+	return n
+}
+
 // consume follows completions: a completed provision gets its terminate.
 func (s *soak) consume(ctx context.Context) {
 	defer close(s.consumeDone)
@@ -341,10 +501,18 @@ func (s *soak) drain(ctx context.Context) error {
 	return s.err()
 }
 
+// depthSample is one look at the queue and at how far the run got.
+type depthSample struct {
+	depth                 int64 // available + running jobs
+	committed, prov, term int64 // requests committed, provisions and terminates completed, so far
+}
+
 // sampleDepth counts available and running jobs every SoakDepthEvery
-// until the returned function is called, which returns the samples.
-func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
-	var samples []float64
+// until the returned function is called, which returns the samples. Each
+// sample is also logged with the worker pool's use, so a run that falls
+// behind shows where while it runs.
+func (s *soak) sampleDepth(ctx context.Context) func() []depthSample {
+	var samples []depthSample
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -355,10 +523,17 @@ func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
 			err := s.db.QueryRow(ctx, benchStore.Q(`
 				SELECT count(*) FROM {schema}.river_job WHERE state IN ('available', 'running')`)).Scan(&n)
 			if err != nil {
-				s.fail(fmt.Errorf("queue depth: %w", err))
+				if ctx.Err() == nil {
+					s.fail(fmt.Errorf("queue depth: %w", err))
+				}
 				return
 			}
-			samples = append(samples, float64(n))
+			d := depthSample{depth: n, committed: s.provisioned.Load(), prov: s.provDone.Load(), term: s.termDone.Load()}
+			samples = append(samples, d)
+			ws := s.wpool.Stat()
+			s.env.logf("soak %v: depth %d, committed %d, provisions done %d, terminates done %d; worker pool %d/%d in use, %d of %d acquires empty",
+				time.Since(s.t0).Round(time.Second), d.depth, d.committed, d.prov, d.term,
+				ws.AcquiredConns(), ws.MaxConns(), ws.EmptyAcquireCount(), ws.AcquireCount())
 			select {
 			case <-stop:
 				return
@@ -366,7 +541,7 @@ func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
 			}
 		}
 	}()
-	return func() []float64 {
+	return func() []depthSample {
 		close(stop)
 		<-done
 		return samples
@@ -374,12 +549,20 @@ func (s *soak) sampleDepth(ctx context.Context) func() []float64 {
 }
 
 // windows splits the pickups by commit time: the first and the last
-// window of the run (30 s, or a quarter of a shorter run).
-func (s *soak) windows(d time.Duration) (first, last []time.Duration) {
+// window of the run (30 s, or a quarter of a shorter run). A request
+// never picked up (a drain that gave up) counts with what it waited until
+// end, a lower bound: left out, it would flatter the window it was in.
+func (s *soak) windows(d time.Duration, end time.Time) (first, last []time.Duration) {
 	w := min(30*time.Second, d/4)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.pickups {
+	all := slices.Clone(s.pickups)
+	s.mu.Unlock()
+	s.pending.Range(func(_, v any) bool {
+		start := v.(time.Time)
+		all = append(all, pickupSample{at: start.Sub(s.t0), d: end.Sub(start)})
+		return true
+	})
+	for _, p := range all {
 		if p.at < w {
 			first = append(first, p.d)
 		}
@@ -422,12 +605,23 @@ func (s *soak) err() error {
 	return nil
 }
 
-func depthNote(every time.Duration, samples []float64) string {
+func depthNote(every time.Duration, samples []depthSample) string {
 	parts := make([]string, len(samples))
 	for i, v := range samples {
-		parts[i] = FormatValue(v)
+		parts[i] = FormatValue(float64(v.depth))
 	}
 	return fmt.Sprintf("soak_queue_depth every %v (available+running jobs): %s", every, strings.Join(parts, " "))
+}
+
+// rateNote is the completion rate between samples, provisions/terminates
+// per second: where a run falls behind, and whether it recovers.
+func rateNote(every time.Duration, samples []depthSample) string {
+	var parts []string
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1], samples[i]
+		parts = append(parts, FormatValue(float64(b.prov-a.prov)/every.Seconds())+"/"+FormatValue(float64(b.term-a.term)/every.Seconds()))
+	}
+	return fmt.Sprintf("soak_done_per_s every %v (provisions/terminates completed per second): %s", every, strings.Join(parts, " "))
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -185,7 +185,9 @@ func throughputOnce(ctx context.Context, env *Env, run int) (throughputRun, erro
 	for k := range contenders {
 		c := contenders[(run+k)%len(contenders)]
 		q := &queryCounter{}
-		pool, err := tracedPool(ctx, db, q)
+		// Every contender on the pool the worker command opens for
+		// the production worker counts.
+		pool, err := workerPool(ctx, db, q, jobs.Options{})
 		if err != nil {
 			return r, err
 		}

@@ -43,7 +43,7 @@ func Declare(set *config.Set, c *Config) {
 	o := jobs.Options{}.WithDefaults(d) // the River client's defaults, from their one place
 	c.Sweep = jobs.DefaultSweepSettings()
 	c.Prune = jobs.DefaultPruneSettings()
-	set.EnvString(&c.DatabaseURL, "DATABASE_URL", "Postgres URL (required; env only: it holds the password)")
+	set.EnvString(&c.DatabaseURL, "DATABASE_URL", fmt.Sprintf("Postgres URL (required; env only: it holds the password); its pool_max_conns sizes the pool, default (provision + terminate workers) / %d + %d, at least pgx's max(4, CPUs)", PoolWorkersPerConn, PoolRiverConns))
 	SchemaSetting(set, &c.Settings.Schema)
 	set.String(&c.HTTPAddr, "http-addr", "WORKER_HTTP_ADDR", "127.0.0.1:8080", "address for /healthz, /readyz, /metrics and River UI")
 	set.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")

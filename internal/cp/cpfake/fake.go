@@ -38,15 +38,22 @@ type Options struct {
 	IgnoreIdempotency bool          // a retried provision launches a duplicate
 	NoList            bool          // the list endpoint answers 404 (a CP without endpoint 5)
 	Latency           time.Duration // added to every request before acting
+	LatencyMax        time.Duration // above Latency: each request's latency is a uniform draw from [Latency, LatencyMax] (Seed)
 	BootTime          time.Duration // pending → running after this (0: running at once)
 	ShutdownTime      time.Duration // shutting-down → terminated after this (0: terminated at once)
 	Faults            Faults
-	Seed              int64            // seed for fault draws (0 is a seed like any other)
+	Seed              int64            // seed for fault and latency draws (0 is a seed like any other)
 	Now               func() time.Time // clock; time.Now when nil
 
 	// MaxRequestLog bounds the Requests log (oldest dropped). 0 means
 	// 100,000; negative disables the log.
 	MaxRequestLog int
+
+	// OnArrival, if set, is called (blocking, without the Fake's lock)
+	// when a request arrives, before its latency and before anything is
+	// checked: a bench's pickup ends when the CP receives the call.
+	// workspaceID is the path's, or for a provision its body's.
+	OnArrival func(route, workspaceID string, at time.Time)
 
 	// OnServe, if set, is called after every request with what was done
 	// (cmd/cpsim logs it). It never sees headers.

@@ -61,7 +61,8 @@ func (f *Fake) wrap(route string, h func(*exchange)) http.HandlerFunc {
 			inst: r.URL.Query().Get("instance_id"), dialect: f.opts.Dialect}
 		f.record(x)
 		defer f.served(x, start)
-		if !f.wait(r.Context(), f.opts.Latency) {
+		f.arrived(x, start)
+		if !f.wait(r.Context(), f.latency()) {
 			x.reset()
 			return
 		}
@@ -110,6 +111,34 @@ func (f *Fake) served(x *exchange, start time.Time) {
 }
 
 // wait sleeps d unless the request ends or the Fake closes first.
+// arrived tells OnArrival of a request.
+func (f *Fake) arrived(x *exchange, at time.Time) {
+	if f.opts.OnArrival == nil {
+		return
+	}
+	ws := x.ws
+	if x.route == RouteProvision {
+		var req struct {
+			WorkspaceID string `json:"workspace_id"`
+		}
+		if json.Unmarshal(x.body, &req) == nil {
+			ws = req.WorkspaceID
+		}
+	}
+	f.opts.OnArrival(x.route, ws, at)
+}
+
+// latency is this request's: Latency, or a seeded draw up to LatencyMax.
+func (f *Fake) latency() time.Duration {
+	lo, hi := f.opts.Latency, f.opts.LatencyMax
+	if hi <= lo {
+		return lo
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return lo + time.Duration(f.rng.Int64N(int64(hi-lo)+1))
+}
+
 func (f *Fake) wait(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
