@@ -81,3 +81,48 @@ func TestBeginFunc_CommitsOnlyWhatSucceeded(t *testing.T) {
 		})
 	}
 }
+
+// A completing transaction's prelude runs right after BEGIN whichever way
+// BEGIN goes out (with a first batch, on its own before a plain
+// statement, with the completion and COMMIT when fn sent nothing), and
+// ends with the transaction (SET LOCAL).
+func TestCompleteFunc_PreludeRunsInEveryBeginPath(t *testing.T) {
+	pool, _ := testdb.NewPool(t)
+	ctx := context.Background()
+	prelude := []string{"set local synchronous_commit = off"}
+	read := func(tx pgx.Tx, got *string) error {
+		return tx.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(got)
+	}
+	for _, tc := range []struct {
+		name string
+		fn   func(tx pgx.Tx, got *string) error
+		last func(b *pgx.Batch, got *string)
+	}{
+		{"batch first", func(tx pgx.Tx, got *string) error {
+			b := &pgx.Batch{}
+			b.Queue(`SELECT current_setting('synchronous_commit')`).QueryRow(func(r pgx.Row) error { return r.Scan(got) })
+			return tx.SendBatch(ctx, b).Close()
+		}, nil},
+		{"plain statement first", read, nil},
+		{"nothing before the commit", func(pgx.Tx, *string) error { return nil }, func(b *pgx.Batch, got *string) {
+			b.Queue(`SELECT current_setting('synchronous_commit')`).QueryRow(func(r pgx.Row) error { return r.Scan(got) })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got string
+			err := completeFunc(ctx, pool, prelude, func(tx pgx.Tx) error { return tc.fn(tx, &got) }, func(b *pgx.Batch) {
+				if tc.last != nil {
+					tc.last(b, &got)
+				}
+			})
+			require.NoError(t, err)
+			require.Equal(t, "off", got)
+			for _, c := range pool.AcquireAllIdle(ctx) {
+				var after string
+				require.NoError(t, c.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&after))
+				c.Release()
+				require.Equal(t, "on", after, "SET LOCAL ends with the transaction")
+			}
+		})
+	}
+}
