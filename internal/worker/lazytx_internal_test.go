@@ -89,33 +89,35 @@ func TestBeginFunc_CommitsOnlyWhatSucceeded(t *testing.T) {
 func TestCompleteFunc_PreludeRunsInEveryBeginPath(t *testing.T) {
 	pool, _ := testdb.NewPool(t)
 	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE TABLE seen_commit (path text, setting text)`)
+	require.NoError(t, err)
+	const record = `INSERT INTO seen_commit SELECT $1, current_setting('synchronous_commit')`
 	prelude := []string{"set local synchronous_commit = off"}
-	read := func(tx pgx.Tx, got *string) error {
-		return tx.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(got)
-	}
 	for _, tc := range []struct {
-		name string
-		fn   func(tx pgx.Tx, got *string) error
-		last func(b *pgx.Batch, got *string)
+		name   string
+		fn     func(tx pgx.Tx, path string) error
+		inLast bool
 	}{
-		{"batch first", func(tx pgx.Tx, got *string) error {
+		{"batch first", func(tx pgx.Tx, path string) error {
 			b := &pgx.Batch{}
-			b.Queue(`SELECT current_setting('synchronous_commit')`).QueryRow(func(r pgx.Row) error { return r.Scan(got) })
+			b.Queue(record, path)
 			return tx.SendBatch(ctx, b).Close()
-		}, nil},
-		{"plain statement first", read, nil},
-		{"nothing before the commit", func(pgx.Tx, *string) error { return nil }, func(b *pgx.Batch, got *string) {
-			b.Queue(`SELECT current_setting('synchronous_commit')`).QueryRow(func(r pgx.Row) error { return r.Scan(got) })
-		}},
+		}, false},
+		{"plain statement first", func(tx pgx.Tx, path string) error {
+			_, err := tx.Exec(ctx, record, path)
+			return err
+		}, false},
+		{"nothing before the commit", func(pgx.Tx, string) error { return nil }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got string
-			err := completeFunc(ctx, pool, prelude, func(tx pgx.Tx) error { return tc.fn(tx, &got) }, func(b *pgx.Batch) {
-				if tc.last != nil {
-					tc.last(b, &got)
+			err := completeFunc(ctx, pool, prelude, func(tx pgx.Tx) error { return tc.fn(tx, tc.name) }, func(b *pgx.Batch) {
+				if tc.inLast {
+					b.Queue(record, tc.name)
 				}
 			})
 			require.NoError(t, err)
+			var got string
+			require.NoError(t, pool.QueryRow(ctx, `SELECT setting FROM seen_commit WHERE path = $1`, tc.name).Scan(&got))
 			require.Equal(t, "off", got)
 			for _, c := range pool.AcquireAllIdle(ctx) {
 				var after string
