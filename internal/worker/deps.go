@@ -198,6 +198,9 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 	if err != nil {
 		return err
 	}
+	if d.Settings.AsyncCompletionCommit() {
+		markAsyncCompletion(ctx)
+	}
 	t.log(d.Log)
 	return nil
 }
