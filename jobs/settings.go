@@ -82,11 +82,12 @@ type Settings struct {
 	// "on" (the default; "" reads as it) leaves the server's setting
 	// alone, "off" runs SET LOCAL synchronous_commit = off in each, so its
 	// COMMIT returns before the WAL reaches disk. It is an opt-in
-	// durability trade, argued in docs/design.md ("Asynchronous completion
-	// commits"): a commit lost with the server loses the row change and
-	// the job's completion together, and River's rescuer re-runs the job.
-	// Nothing else the worker writes changes: provision.start, the request
-	// transactions and River's own statements stay as the server says.
+	// durability trade, argued in docs/design.md ("Durability:
+	// asynchronous completion commits"): a commit lost with the server
+	// loses the row change and the job's completion together, and the job
+	// runs again (retried, or re-run by River's rescuer). Nothing else the
+	// worker writes changes: provision.start, the request transactions and
+	// River's own statements stay as the server says.
 	CompletionSynchronousCommit string
 }
 

@@ -215,9 +215,10 @@ const asyncCommitSQL = "set local synchronous_commit = off"
 // BEGIN, in BEGIN's round trip: the opt-in COMPLETION_SYNCHRONOUS_COMMIT
 // = off. It runs first so the host's outcome hook, in the same
 // transaction, writes under the durability it will get. The trade is
-// argued in docs/design.md ("Asynchronous completion commits"): a lost
-// commit loses the row change and the completion together (invariant
-// "completion-checked commit"), and the job runs again.
+// argued in docs/design.md ("Durability: asynchronous completion
+// commits"): a lost commit loses the row change and the completion
+// together (invariant "completion-checked commit"), and the job runs
+// again (asyncCompletion).
 func (d *Deps) completionPrelude() []string {
 	if d.Settings.AsyncCompletionCommit() {
 		return []string{asyncCommitSQL}
