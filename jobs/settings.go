@@ -77,6 +77,33 @@ type Settings struct {
 	// the host's table, never in the worker's.
 	EnvFromHost   bool
 	OutcomeToHost bool
+	// CompletionSynchronousCommit is Postgres's synchronous_commit for the
+	// transactions that complete a job (COMPLETION_SYNCHRONOUS_COMMIT):
+	// "on" (the default; "" reads as it) leaves the server's setting
+	// alone, "off" runs SET LOCAL synchronous_commit = off in each, so its
+	// COMMIT returns before the WAL reaches disk. It is an opt-in
+	// durability trade, argued in docs/design.md ("Durability:
+	// asynchronous completion commits"): a commit lost with the server
+	// loses the row change and the job's completion together, and the job
+	// runs again (retried, or re-run by River's rescuer). Nothing else the
+	// worker writes changes: provision.start, the request transactions and
+	// River's own statements stay as the server says.
+	CompletionSynchronousCommit string
+}
+
+// Values of CompletionSynchronousCommit: Postgres's own names, so an
+// operator reads the setting with the server's documented meaning. Its
+// other values (local, remote_write, remote_apply) are refused: they trade
+// against a standby, a loss this project has not argued or tested.
+const (
+	SynchronousCommitOn  = "on"
+	SynchronousCommitOff = "off"
+)
+
+// AsyncCompletionCommit reports whether completing transactions commit
+// with synchronous_commit = off.
+func (s Settings) AsyncCompletionCommit() bool {
+	return s.CompletionSynchronousCommit == SynchronousCommitOff
 }
 
 // DefaultSettings are the production defaults.
@@ -99,6 +126,8 @@ func DefaultSettings() Settings {
 		ListUnsupportedSpan:    time.Minute,
 		ListUnsupportedReprobe: 5 * time.Minute,
 		Schema:                 store.DefaultSchema,
+
+		CompletionSynchronousCommit: SynchronousCommitOn,
 	}
 }
 
@@ -139,6 +168,9 @@ func (s Settings) Or(fallback Settings) Settings {
 	if s.Schema == "" {
 		s.Schema = fallback.Schema
 	}
+	if s.CompletionSynchronousCommit == "" {
+		s.CompletionSynchronousCommit = fallback.CompletionSynchronousCommit
+	}
 	return s
 }
 
@@ -148,6 +180,9 @@ func (s Settings) Or(fallback Settings) Settings {
 // already succeeded.
 func (s Settings) Validate(cpTimeout time.Duration) error {
 	s = s.withDefaults()
+	if c := s.CompletionSynchronousCommit; c != SynchronousCommitOn && c != SynchronousCommitOff {
+		return fmt.Errorf("COMPLETION_SYNCHRONOUS_COMMIT must be %q or %q", SynchronousCommitOn, SynchronousCommitOff)
+	}
 	if s.ProvisionTimeout <= cpTimeout || s.TerminateTimeout <= cpTimeout {
 		return fmt.Errorf("job timeouts (provision %s, terminate %s) must exceed the CP timeout %s",
 			s.ProvisionTimeout, s.TerminateTimeout, cpTimeout)

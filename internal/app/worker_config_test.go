@@ -79,6 +79,7 @@ func TestParseWorker_BadValueNamesVariableAndForm(t *testing.T) {
 		{"share above one", map[string]string{"SWEEP_BREAKER_SHARE": "1.5"}, nil, []string{"SWEEP_BREAKER_SHARE", "a number from 0 to 1"}},
 		{"share NaN", map[string]string{"SWEEP_BREAKER_SHARE": "NaN"}, nil, []string{"SWEEP_BREAKER_SHARE", "a number from 0 to 1"}},
 		{"bool not a bool", map[string]string{"SWEEP_ENABLED": "yes please"}, nil, []string{"SWEEP_ENABLED", "true or false"}},
+		{"synchronous commit not on or off", map[string]string{"COMPLETION_SYNCHRONOUS_COMMIT": "remote_apply"}, nil, []string{"COMPLETION_SYNCHRONOUS_COMMIT", "on or off"}},
 		{"two bad values on one line", map[string]string{"PROVISION_WORKERS": "x", "TERMINATE_WORKERS": "y"}, nil, []string{"PROVISION_WORKERS", "TERMINATE_WORKERS"}},
 		{"http addr without port", map[string]string{"WORKER_HTTP_ADDR": "localhost"}, nil, []string{"WORKER_HTTP_ADDR", "host:port"}},
 		{"public addr without ui credentials", map[string]string{"WORKER_HTTP_ADDR": "0.0.0.0:8080", "RIVER_BASIC_AUTH_USER": "", "RIVER_BASIC_AUTH_PASS": ""}, nil, []string{"RIVER_BASIC_AUTH_USER", "RIVER_BASIC_AUTH_PASS", "loopback"}},
@@ -253,7 +254,8 @@ func TestWorkerConfig_SameAsFromEnv(t *testing.T) {
 		"PROVISION_TIMEOUT": "3m", "TERMINATE_TIMEOUT": "4m", "BACKOFF_BASE": "2s", "TERMINATE_BACKOFF_CAP": "1m",
 		"PROVISION_BACKOFF_CAP": "2m", "TERMINATE_MAX_ATTEMPTS": "11", "PROVISION_MAX_ATTEMPTS": "12",
 		"TERMINATE_STUCK_AFTER": "5", "MAX_SNOOZES": "13", "SNOOZE_CAP": "3m", "REFUSE_AMBIGUOUS_WITHOUT_LIST": "true",
-		"SWEEP_ENABLED": "true", "SWEEP_INTERVAL": "2m", "SWEEP_GRACE": "30m", "SWEEP_MAX_TERMINATIONS": "9",
+		"COMPLETION_SYNCHRONOUS_COMMIT": "off",
+		"SWEEP_ENABLED":                 "true", "SWEEP_INTERVAL": "2m", "SWEEP_GRACE": "30m", "SWEEP_MAX_TERMINATIONS": "9",
 		"SWEEP_BREAKER_SHARE": "0.3", "SWEEP_BREAKER_MIN_STRAYS": "4", "PROVISIONING_DEADLINE": "2h", "SWEEP_DRY_RUN": "true",
 		"CP_TIMEOUT": "20s", "ADMIN_TOKEN": "adm", "CP_ADMIN_API_TOKEN": "key",
 	}

@@ -4,14 +4,19 @@ import (
 	"context"
 	"fmt"
 	"github.com/molecule-ai/provision-worker/internal/store"
+	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/rs/zerolog"
 
+	"github.com/molecule-ai/provision-worker/internal/cp"
 	"github.com/molecule-ai/provision-worker/internal/cp/cpfake"
+	"github.com/molecule-ai/provision-worker/internal/obs"
+	"github.com/molecule-ai/provision-worker/internal/worker"
 	"github.com/molecule-ai/provision-worker/jobs"
 )
 
@@ -106,13 +111,28 @@ type contender struct {
 var contenders = []contender{
 	{name: "bare_river", run: bareThroughput},
 	{name: "ceiling", run: ceilingThroughput},
-	{name: "worker", run: func(ctx context.Context, env *Env, pool *pgxpool.Pool, n int) (time.Duration, error) {
-		d, failures, err := cycleThroughput(ctx, pool, n, 0)
+	{name: "worker", run: workerThroughput(jobs.DefaultSettings())},
+	// The opt-in COMPLETION_SYNCHRONOUS_COMMIT=off (docs/design.md,
+	// "Durability: asynchronous completion commits"): printed beside the
+	// default, in the same run, and not a target.
+	{name: "worker_async_commit", run: workerThroughput(asyncCommitSettings())},
+}
+
+func asyncCommitSettings() jobs.Settings {
+	s := jobs.DefaultSettings()
+	s.CompletionSynchronousCommit = jobs.SynchronousCommitOff
+	return s
+}
+
+// workerThroughput is the worker's contender under settings.
+func workerThroughput(settings jobs.Settings) func(context.Context, *Env, *pgxpool.Pool, int) (time.Duration, error) {
+	return func(ctx context.Context, env *Env, pool *pgxpool.Pool, n int) (time.Duration, error) {
+		d, failures, err := cycleThroughput(ctx, pool, n, 0, settings)
 		if failures > 0 {
 			env.logf("throughput: %d worker job attempts failed and retried", failures)
 		}
 		return d, err
-	}},
+	}
 }
 
 // throughputRun is one three-way comparison: per contender, jobs per
@@ -144,7 +164,8 @@ func Throughput(ctx context.Context, env *Env) ([]Result, error) {
 		}
 		out = append(out,
 			Result{p + "worker_vs_ceiling_ratio", r.ratio("worker", "ceiling"), "x"},
-			Result{p + "worker_vs_bare_ratio", r.ratio("worker", "bare_river"), "x"})
+			Result{p + "worker_vs_bare_ratio", r.ratio("worker", "bare_river"), "x"},
+			Result{p + "worker_async_commit_vs_worker_ratio", r.ratio("worker_async_commit", "worker"), "x"})
 	}
 	med := func(f func(throughputRun) float64) float64 {
 		vals := make([]float64, len(all))
@@ -170,6 +191,7 @@ func Throughput(ctx context.Context, env *Env) ([]Result, error) {
 	return append(out,
 		Result{"throughput_worker_vs_ceiling_ratio", med(func(r throughputRun) float64 { return r.ratio("worker", "ceiling") }), "x"},
 		Result{"throughput_worker_vs_bare_ratio", med(func(r throughputRun) float64 { return r.ratio("worker", "bare_river") }), "x"},
+		Result{"throughput_worker_async_commit_vs_worker_ratio", med(func(r throughputRun) float64 { return r.ratio("worker_async_commit", "worker") }), "x"},
 	), nil
 }
 
@@ -227,14 +249,15 @@ func bareThroughput(ctx context.Context, _ *Env, pool *pgxpool.Pool, n int) (tim
 }
 
 // cycleThroughput provisions n workspaces, then terminates them, each
-// batch committed in one handler transaction, against a CP of latency.
-func cycleThroughput(ctx context.Context, pool *pgxpool.Pool, n int, latency time.Duration) (time.Duration, int, error) {
+// batch committed in one handler transaction, against a CP of latency,
+// with the worker under settings.
+func cycleThroughput(ctx context.Context, pool *pgxpool.Pool, n int, latency time.Duration, settings jobs.Settings) (time.Duration, int, error) {
 	srv, api, err := startCP(cpfake.Options{Latency: latency})
 	if err != nil {
 		return 0, 0, err
 	}
 	defer srv.Close()
-	worker, err := newWorker(pool, api, prodFetch)
+	worker, err := newWorkerSettings(pool, api, prodFetch, settings)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -265,5 +288,17 @@ func cycleThroughput(ctx context.Context, pool *pgxpool.Pool, n int, latency tim
 	return runPhases(ctx, pool, worker, n, []phase{
 		{kind: jobs.KindProvision, insert: provision},
 		{kind: jobs.KindTerminate, insert: terminate},
+	})
+}
+
+// newWorkerSettings is newWorker under settings.
+func newWorkerSettings(pool *pgxpool.Pool, api cp.API, fs fetchSettings, settings jobs.Settings) (*jobs.Client, error) {
+	deps := &worker.Deps{
+		CP: api, Log: zerolog.New(io.Discard).Level(zerolog.InfoLevel),
+		Metrics: obs.NewMetrics(), Settings: settings,
+	}
+	return worker.NewWorkerClient(pool, deps, jobs.Options{
+		ProvisionWorkers: prodWorkers, TerminateWorkers: prodWorkers,
+		FetchCooldown: fs.Cooldown, FetchPollInterval: fs.Poll,
 	})
 }

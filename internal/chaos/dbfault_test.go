@@ -109,12 +109,14 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 // privatePostgres is a throwaway cluster owned by the postgres OS user.
 type privatePostgres struct {
 	dir, url string
+	opts     string // the server's command-line options, for a start after a crash
 }
 
 // startPrivatePostgres runs initdb and pg_ctl as the postgres user (initdb
 // refuses root) on a free port, creates and migrates a database, and
-// stops the cluster when the test ends.
-func startPrivatePostgres(t *testing.T) *privatePostgres {
+// stops the cluster when the test ends. settings are extra server
+// settings (name=value).
+func startPrivatePostgres(t *testing.T, settings ...string) *privatePostgres {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err != nil {
 		testdb.MissingTool(t, "Postgres server binaries not found at %s: cannot run a private cluster to restart", pgBin)
@@ -130,8 +132,11 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	pg := &privatePostgres{dir: dir}
 	asPostgres(t, filepath.Join(pgBin, "initdb"), "-D", filepath.Join(dir, "data"), "-A", "trust", "-U", "postgres", "--no-sync")
 	port := freePort(t)
-	asPostgres(t, filepath.Join(pgBin, "pg_ctl"), "-D", filepath.Join(dir, "data"), "-l", filepath.Join(dir, "log"), "-w",
-		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir), "start")
+	pg.opts = fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
+	for _, s := range settings {
+		pg.opts += " -c " + s
+	}
+	pg.start(t)
 	t.Cleanup(func() {
 		_ = exec.Command("runuser", "-u", "postgres", "--", filepath.Join(pgBin, "pg_ctl"),
 			"-D", filepath.Join(dir, "data"), "-m", "immediate", "-w", "stop").Run()
@@ -155,6 +160,21 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 func (pg *privatePostgres) restart(t *testing.T) {
 	t.Helper()
 	asPostgres(t, filepath.Join(pgBin, "pg_ctl"), "-D", filepath.Join(pg.dir, "data"), "-m", "fast", "-w", "restart")
+}
+
+func (pg *privatePostgres) start(t *testing.T) {
+	t.Helper()
+	asPostgres(t, filepath.Join(pgBin, "pg_ctl"), "-D", filepath.Join(pg.dir, "data"), "-l", filepath.Join(pg.dir, "log"), "-w",
+		"-o", pg.opts, "start")
+}
+
+// crash stops the server the way a crash would (immediate mode: the
+// postmaster SIGQUITs every backend, nothing is written, WAL still in
+// shared memory is gone) and starts it again, which runs crash recovery.
+func (pg *privatePostgres) crash(t *testing.T) {
+	t.Helper()
+	asPostgres(t, filepath.Join(pgBin, "pg_ctl"), "-D", filepath.Join(pg.dir, "data"), "-m", "immediate", "-w", "stop")
+	pg.start(t)
 }
 
 // asPostgres runs a server binary as the postgres user. Its output goes to

@@ -71,7 +71,10 @@ func NewWorkerClient(pool *pgxpool.Pool, deps *Deps, opts jobs.Options) (*jobs.C
 		RescueStuckJobsAfter:        opts.RescueAfter,
 		DiscardedJobRetentionPeriod: opts.DiscardedRetention,
 		Logger:                      opts.Logger,
-		Middleware:                  jobtrace.Middleware(), // OpenTelemetry spans (internal/jobtrace)
+		// OpenTelemetry spans (internal/jobtrace), and with
+		// COMPLETION_SYNCHRONOUS_COMMIT=off the retry that covers a lost
+		// completion (asyncCompletion).
+		Middleware: middleware(deps, jobtrace.Middleware()),
 	}
 	if opts.Sweep != nil {
 		if err := addSweep(cfg, workers, deps, *opts.Sweep); err != nil {

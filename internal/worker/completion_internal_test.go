@@ -38,7 +38,7 @@ func (w completionWorker) Work(ctx context.Context, job *river.Job[completionArg
 			return err
 		})
 	}
-	return completeFunc(ctx, w.pool, func(pgx.Tx) error { return nil }, func(b *pgx.Batch) {
+	return completeFunc(ctx, w.pool, nil, func(pgx.Tx) error { return nil }, func(b *pgx.Batch) {
 		store.MustFor("").QueueCompleteJob(b, job.ID, job.Attempt, time.Now())
 	})
 }
@@ -127,7 +127,7 @@ func TestCompletion_RefusedUnlessTheAttemptStillRuns(t *testing.T) {
 			_, err := pool.Exec(ctx, tc.setup, jobID)
 			require.NoError(t, err)
 			wsID := uuid.NewString()
-			err = completeFunc(ctx, pool, func(tx pgx.Tx) error {
+			err = completeFunc(ctx, pool, nil, func(tx pgx.Tx) error {
 				_, err := tx.Exec(ctx, `INSERT INTO workspaces (id, status, desired_state, provision_nonce) VALUES ($1, 'stopped', 'stopped', 'n')`, wsID)
 				return err
 			}, func(b *pgx.Batch) { st.QueueCompleteJob(b, jobID, tc.attempt, time.Now()) })
@@ -155,7 +155,7 @@ func TestCompletion_ChangeErrorsAreNotRefusals(t *testing.T) {
 	t.Parallel()
 	pool, _ := testdb.NewPool(t)
 	ctx := context.Background()
-	err := completeFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := completeFunc(ctx, pool, nil, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `SELECT 1 / 0`)
 		return err
 	}, func(b *pgx.Batch) { store.MustFor("").QueueCompleteJob(b, 1, 1, time.Now()) })

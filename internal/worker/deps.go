@@ -192,7 +192,7 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 	// attempt was still out is running (or completed) under a newer
 	// attempt, and completing it here would commit this stale attempt's
 	// change and cut the newer one off.
-	err := completeFunc(ctx, d.Pool, func(tx pgx.Tx) error { return change(tx, &t) }, func(b *pgx.Batch) {
+	err := completeFunc(ctx, d.Pool, d.completionPrelude(), func(tx pgx.Tx) error { return change(tx, &t) }, func(b *pgx.Batch) {
 		d.st().QueueCompleteJob(b, job.ID, job.Attempt, time.Now())
 	})
 	if ce := (*commitError)(nil); errors.As(err, &ce) {
@@ -213,7 +213,31 @@ func complete[T river.JobArgs](ctx context.Context, d *Deps, job *river.Job[T], 
 	if err != nil {
 		return err
 	}
+	if d.Settings.AsyncCompletionCommit() {
+		markAsyncCompletion(ctx)
+	}
 	t.log(d.Log)
+	return nil
+}
+
+// asyncCommitSQL makes a completing transaction's COMMIT return before
+// its WAL is on disk. SET LOCAL: it ends with the transaction, so the
+// pooled connection's next user (a provision.start note, River's fetch)
+// commits as the server says.
+const asyncCommitSQL = "set local synchronous_commit = off"
+
+// completionPrelude is what a completing transaction runs right after
+// BEGIN, in BEGIN's round trip: the opt-in COMPLETION_SYNCHRONOUS_COMMIT
+// = off. It runs first so the host's outcome hook, in the same
+// transaction, writes under the durability it will get. The trade is
+// argued in docs/design.md ("Durability: asynchronous completion
+// commits"): a lost commit loses the row change and the completion
+// together (invariant "completion-checked commit"), and the job runs
+// again (asyncCompletion).
+func (d *Deps) completionPrelude() []string {
+	if d.Settings.AsyncCompletionCommit() {
+		return []string{asyncCommitSQL}
+	}
 	return nil
 }
 

@@ -18,9 +18,12 @@ import (
 // throughput against bare River (issue 15). It is one real transaction:
 // no savepoints (Begin refuses), and Commit and Rollback behave as pgx's.
 type lazyTx struct {
-	conn   *pgx.Conn
-	begun  bool
-	closed bool
+	conn *pgx.Conn
+	// prelude is sent right after BEGIN, in its round trip: the SET LOCAL
+	// of an opt-in asynchronous completion commit (Deps.completionPrelude).
+	prelude []string
+	begun   bool
+	closed  bool
 	// failed is why BEGIN did not run: a first batch that failed before
 	// any of it executed (pgx prepares every statement of a batch first,
 	// so a parse error fails the whole batch, BEGIN included), or a
@@ -60,13 +63,14 @@ func beginFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) (
 // completeFunc runs fn in a lazyTx on a connection of pool and, when fn
 // returns nil, sends the statements last queues and COMMIT in one
 // pipeline (commitWith); it rolls back otherwise (or on a panic).
-func completeFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error, last func(*pgx.Batch)) (err error) {
+// prelude runs right after BEGIN, in the same round trip.
+func completeFunc(ctx context.Context, pool *pgxpool.Pool, prelude []string, fn func(pgx.Tx) error, last func(*pgx.Batch)) (err error) {
 	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
 	defer c.Release()
-	tx := &lazyTx{conn: c.Conn()}
+	tx := &lazyTx{conn: c.Conn(), prelude: prelude}
 	defer func() {
 		if !tx.closed {
 			_ = tx.Rollback(ctx)
@@ -110,8 +114,8 @@ func (tx *lazyTx) commitWith(ctx context.Context, last func(*pgx.Batch)) error {
 	b := &pgx.Batch{}
 	first := 0 // last's first statement
 	if !tx.begun {
-		b.Queue("begin")
-		first = 1
+		b.QueuedQueries = tx.beginQueries()
+		first = len(b.QueuedQueries)
 	}
 	last(b)
 	b.Queue("commit")
@@ -156,11 +160,25 @@ func (tx *lazyTx) begin(ctx context.Context) error {
 	if tx.begun {
 		return nil
 	}
-	if _, err := tx.conn.Exec(ctx, "begin"); err != nil {
+	if len(tx.prelude) == 0 {
+		if _, err := tx.conn.Exec(ctx, "begin"); err != nil {
+			return tx.beginFailed(err)
+		}
+	} else if err := tx.conn.SendBatch(ctx, &pgx.Batch{QueuedQueries: tx.beginQueries()}).Close(); err != nil {
 		return tx.beginFailed(err)
 	}
 	tx.begun = true
 	return nil
+}
+
+// beginQueries are BEGIN and the prelude, to go out in front of the
+// transaction's first statements.
+func (tx *lazyTx) beginQueries() []*pgx.QueuedQuery {
+	q := []*pgx.QueuedQuery{{SQL: "begin"}}
+	for _, sql := range tx.prelude {
+		q = append(q, &pgx.QueuedQuery{SQL: sql})
+	}
+	return q
 }
 
 // beginFailed records err as why the transaction did not begin, unless
@@ -238,11 +256,13 @@ func (tx *lazyTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 	if tx.begun {
 		return tx.conn.SendBatch(ctx, b)
 	}
-	withBegin := &pgx.Batch{QueuedQueries: append([]*pgx.QueuedQuery{{SQL: "begin"}}, b.QueuedQueries...)}
+	withBegin := &pgx.Batch{QueuedQueries: append(tx.beginQueries(), b.QueuedQueries...)}
 	res := tx.conn.SendBatch(ctx, withBegin)
-	if _, err := res.Exec(); err != nil {
-		// Closed first, so the server's transaction status is final.
-		return failedBatch{tx.beginFailed(errors.Join(err, res.Close()))}
+	for range 1 + len(tx.prelude) {
+		if _, err := res.Exec(); err != nil {
+			// Closed first, so the server's transaction status is final.
+			return failedBatch{tx.beginFailed(errors.Join(err, res.Close()))}
+		}
 	}
 	tx.begun = true
 	return res

@@ -81,3 +81,50 @@ func TestBeginFunc_CommitsOnlyWhatSucceeded(t *testing.T) {
 		})
 	}
 }
+
+// A completing transaction's prelude runs right after BEGIN whichever way
+// BEGIN goes out (with a first batch, on its own before a plain
+// statement, with the completion and COMMIT when fn sent nothing), and
+// ends with the transaction (SET LOCAL).
+func TestCompleteFunc_PreludeRunsInEveryBeginPath(t *testing.T) {
+	pool, _ := testdb.NewPool(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE TABLE seen_commit (path text, setting text)`)
+	require.NoError(t, err)
+	const record = `INSERT INTO seen_commit SELECT $1, current_setting('synchronous_commit')`
+	prelude := []string{"set local synchronous_commit = off"}
+	for _, tc := range []struct {
+		name   string
+		fn     func(tx pgx.Tx, path string) error
+		inLast bool
+	}{
+		{"batch first", func(tx pgx.Tx, path string) error {
+			b := &pgx.Batch{}
+			b.Queue(record, path)
+			return tx.SendBatch(ctx, b).Close()
+		}, false},
+		{"plain statement first", func(tx pgx.Tx, path string) error {
+			_, err := tx.Exec(ctx, record, path)
+			return err
+		}, false},
+		{"nothing before the commit", func(pgx.Tx, string) error { return nil }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := completeFunc(ctx, pool, prelude, func(tx pgx.Tx) error { return tc.fn(tx, tc.name) }, func(b *pgx.Batch) {
+				if tc.inLast {
+					b.Queue(record, tc.name)
+				}
+			})
+			require.NoError(t, err)
+			var got string
+			require.NoError(t, pool.QueryRow(ctx, `SELECT setting FROM seen_commit WHERE path = $1`, tc.name).Scan(&got))
+			require.Equal(t, "off", got)
+			for _, c := range pool.AcquireAllIdle(ctx) {
+				var after string
+				require.NoError(t, c.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&after))
+				c.Release()
+				require.Equal(t, "on", after, "SET LOCAL ends with the transaction")
+			}
+		})
+	}
+}

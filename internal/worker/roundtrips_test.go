@@ -123,37 +123,58 @@ func (j *jobStatements) of(kind string) []attemptTrace {
 // the job's work span: BEGIN, COMMIT and the job's completion included; River's fetch and its batched completer are not (bare River
 // pays them alike).
 func TestRoundTrips_PerJobArePinned(t *testing.T) {
-	inMemoryTracing(t)
-	rec := &jobStatements{}
-	e := jobtest.New(t, jobtest.Config{Tracer: rec})
-	id := uuid.NewString()
-	e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python"})
-	e.WaitStatus(id, store.StatusRunning)
-	e.Terminate(id)
-	e.WaitStatus(id, store.StatusStopped)
+	// COMPLETION_SYNCHRONOUS_COMMIT=off adds its SET LOCAL to BEGIN's
+	// pipeline: one statement more, no round trip more.
+	for _, sc := range []struct {
+		setting string
+		extra   int
+	}{{jobs.SynchronousCommitOn, 0}, {jobs.SynchronousCommitOff, 1}} {
+		t.Run("synchronous_commit="+sc.setting, func(t *testing.T) {
+			inMemoryTracing(t)
+			rec := &jobStatements{}
+			e := jobtest.New(t, jobtest.Config{Tracer: rec, Settings: jobs.Settings{CompletionSynchronousCommit: sc.setting}})
+			id := uuid.NewString()
+			e.Provision(jobs.ProvisionRequest{WorkspaceID: id, Runtime: "python"})
+			e.WaitStatus(id, store.StatusRunning)
+			e.Terminate(id)
+			e.WaitStatus(id, store.StatusStopped)
 
-	// Provision: its start (read, env, provision.start) before the CP
-	// call; then one pipelined batch (BEGIN, the row lock, then the checks,
-	// the record and its event), and one more with the job's completion
-	// and COMMIT. Terminate: its read before the CP call; then one batch
-	// (BEGIN, the row lock, then the stop and its event), and the
-	// completion with COMMIT. Before the batches they were 7 round trips
-	// (7 statements) and 6 (6); with River's JobCompleteTx on its own,
-	// 4 (6) each.
-	for _, c := range []struct {
-		kind                   string
-		roundTrips, statements int
-	}{
-		{jobs.KindProvision, 3, 6},
-		{jobs.KindTerminate, 3, 6},
-	} {
-		attempts := rec.of(c.kind)
-		require.Len(t, attempts, 1, "%s: one attempt", c.kind)
-		a := attempts[0]
-		t.Logf("%s: %d round trips, %d statements:\n  %s", c.kind, a.roundTrips, len(a.statements), strings.Join(a.statements, "\n  "))
-		require.Equal(t, c.roundTrips, a.roundTrips, "%s round trips per job", c.kind)
-		require.Len(t, a.statements, c.statements, "%s statements per job", c.kind)
+			// Provision: its start (read, env, provision.start) before the CP
+			// call; then one pipelined batch (BEGIN, the row lock, then the checks,
+			// the record and its event), and one more with the job's completion
+			// and COMMIT. Terminate: its read before the CP call; then one batch
+			// (BEGIN, the row lock, then the stop and its event), and the
+			// completion with COMMIT. Before the batches they were 7 round trips
+			// (7 statements) and 6 (6); with River's JobCompleteTx on its own,
+			// 4 (6) each.
+			for _, c := range []struct {
+				kind                   string
+				roundTrips, statements int
+			}{
+				{jobs.KindProvision, 3, 6 + sc.extra},
+				{jobs.KindTerminate, 3, 6 + sc.extra},
+			} {
+				attempts := rec.of(c.kind)
+				require.Len(t, attempts, 1, "%s: one attempt", c.kind)
+				a := attempts[0]
+				t.Logf("%s: %d round trips, %d statements:\n  %s", c.kind, a.roundTrips, len(a.statements), strings.Join(a.statements, "\n  "))
+				require.Equal(t, c.roundTrips, a.roundTrips, "%s round trips per job", c.kind)
+				require.Len(t, a.statements, c.statements, "%s statements per job", c.kind)
+				require.Equal(t, sc.extra, occurrences(a.statements, "(batched) set local synchronous_commit = off"),
+					"%s: SET LOCAL in the completing transaction only, right after its BEGIN", c.kind)
+			}
+		})
 	}
+}
+
+func occurrences(list []string, s string) int {
+	n := 0
+	for _, v := range list {
+		if v == s {
+			n++
+		}
+	}
+	return n
 }
 
 // The combined lock-then-record and lock-then-stop statements decide the

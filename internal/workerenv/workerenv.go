@@ -70,6 +70,8 @@ func Declare(set *config.Set, c *Config) {
 	set.Int(&c.Settings.MaxSnoozes, "max-snoozes", "MAX_SNOOZES", d.MaxSnoozes, 1, 100000, "bound on snoozes per job (Retry-After, 401/403, waiting for a provision)")
 	set.Duration(&c.Settings.SnoozeCap, "snooze-cap", "SNOOZE_CAP", d.SnoozeCap, "longest single snooze, whatever Retry-After asks")
 	set.Bool(&c.Settings.RefuseAmbiguousWithoutList, "refuse-ambiguous-without-list", "REFUSE_AMBIGUOUS_WITHOUT_LIST", false, "mark a retried provision failed instead of launching again when the CP has no list endpoint")
+	set.String(&c.Settings.CompletionSynchronousCommit, "completion-synchronous-commit", "COMPLETION_SYNCHRONOUS_COMMIT", d.CompletionSynchronousCommit,
+		"on or off: Postgres's synchronous_commit for the transaction completing each job; off is an opt-in durability trade (a crash of the server re-runs jobs; docs/design.md)")
 	set.Bool(&c.SweepEnabled, "sweep", "SWEEP_ENABLED", true, "run the periodic orphan sweep (leader only)")
 	set.Duration(&c.Sweep.Interval, "sweep-interval", "SWEEP_INTERVAL", c.Sweep.Interval, "how often the orphan sweep runs")
 	set.Duration(&c.Sweep.Grace, "sweep-grace", "SWEEP_GRACE", c.Sweep.Grace, "an unrecorded instance younger than this is left alone (must exceed a provision's longest life)")
@@ -121,6 +123,9 @@ func (c *Config) Check() error {
 	}
 	if (c.UIUser == "") != (c.UIPass == "") {
 		return fmt.Errorf("%w: set both RIVER_BASIC_AUTH_USER and RIVER_BASIC_AUTH_PASS, or neither", config.ErrUsage)
+	}
+	if v := c.Settings.CompletionSynchronousCommit; v != "" && v != jobs.SynchronousCommitOn && v != jobs.SynchronousCommitOff {
+		return fmt.Errorf("%w: COMPLETION_SYNCHRONOUS_COMMIT must be on or off", config.ErrUsage)
 	}
 	if err := c.Settings.Validate(c.CP.Timeout); err != nil {
 		return fmt.Errorf("%w: %w (PROVISION_TIMEOUT/TERMINATE_TIMEOUT vs CP_TIMEOUT)", config.ErrUsage, err)
