@@ -85,8 +85,9 @@ func TestProvision_NewGenerationDuringCPCallHandsOldInstanceToInstanceTerminate(
 	require.Equal(t, ws.InstanceID, live[0].InstanceID)
 }
 
-// A rescued job whose first attempt comes back: JobCompleteTx returns the
-// job unchanged, so the row change must roll back, and the retry adopts
+// A rescued job whose first attempt comes back: the job no longer runs
+// under that attempt, so its completion is refused, the row change must
+// roll back, and the retry adopts
 // the instance instead of launching another (invariant
 // "completion-checked commit", docs/design.md).
 func TestProvision_CompletionOfRescuedJobRollsBackAndRetryAdopts(t *testing.T) {
