@@ -157,9 +157,9 @@ type Recording struct {
 // condemned nor stopped before; ev is appended only for a recorded row.
 var recordSQL = `
 	WITH chk AS (
-		SELECT EXISTS (SELECT 1 FROM {schema}.river_job WHERE ` + unindexed("kind") + ` = ` + instanceTerminateKind + `
-				AND args @> jsonb_build_object('instance_id', $3::text) AND ` + unindexed("state") + ` IN ` + liveJobStates + `) AS condemned,
-			EXISTS (SELECT 1 FROM {schema}.river_job WHERE ` + unindexed("kind") + ` = ` + instanceTerminateKind + `
+		SELECT EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = ` + instanceTerminateKind + `
+				AND args @> jsonb_build_object('instance_id', $3::text) AND state IN ` + liveJobStates + `) AS condemned,
+			EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = ` + instanceTerminateKind + `
 				AND args @> jsonb_build_object('instance_id', $3::text))
 			OR EXISTS (SELECT 1 FROM {schema}.workspace_events e
 				WHERE e.workspace_id = $1 AND e.event = ANY($5) AND (e.fields->>'instance_id' = $3

@@ -53,8 +53,8 @@ func (st *Store) InstanceClaims(ctx context.Context, db DB, instanceIDs []string
 	rows, err := st.on(db).Query(ctx, `SELECT i, coalesce(holder, ''), condemned FROM (
 			SELECT v.value AS i,
 				(SELECT id::text FROM {schema}.workspaces WHERE instance_id = v.value) AS holder,
-				EXISTS (SELECT 1 FROM {schema}.river_job WHERE `+unindexed("kind")+` = `+instanceTerminateKind+`
-					AND args @> jsonb_build_object('instance_id', v.value) AND `+unindexed("state")+` IN `+liveJobStates+`) AS condemned
+				EXISTS (SELECT 1 FROM {schema}.river_job WHERE kind = `+instanceTerminateKind+`
+					AND args @> jsonb_build_object('instance_id', v.value) AND state IN `+liveJobStates+`) AS condemned
 			FROM jsonb_array_elements_text($1::jsonb) AS v
 		) AS c WHERE holder IS NOT NULL OR condemned`, string(b))
 	if err != nil {

@@ -43,8 +43,8 @@ func (st *Store) LockLiveJobs(ctx context.Context, tx DB, kind, workspaceID stri
 func (st *Store) LiveInstanceTerminates(ctx context.Context, db DB, instanceID string) ([]JobRef, error) {
 	return st.queryJobs(ctx, db, `
 		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
-		WHERE `+unindexed("kind")+` = `+instanceTerminateKind+` AND args @> jsonb_build_object('instance_id', $1::text)
-			AND `+unindexed("state")+` IN `+liveJobStates+` ORDER BY id`, instanceID)
+		WHERE kind = `+instanceTerminateKind+` AND args @> jsonb_build_object('instance_id', $1::text)
+			AND state IN `+liveJobStates+` ORDER BY id`, instanceID)
 }
 
 // JobsForWorkspace lists every job of a workspace, any state (timeline).
