@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -113,4 +114,43 @@ func TestLiveJobs_FindJobsThroughTheArgsIndexOnly(t *testing.T) {
 			require.False(t, strings.Contains(plan, `"`+idx+`"`), "the lookup used %s, whose entries grow with every job run:\n%s", idx, plan)
 		}
 	}
+}
+
+// TestLiveJobs_ReadBoundedPendingList pins migration 00011: River's GIN
+// index on args keeps new entries in a pending list that every args @>
+// lookup reads whole until something flushes it, and without autovacuum
+// nothing but an insert over gin_pending_list_limit does. 5,000 jobs
+// inserted and run (each version adds entries) fill a 4 MB list with
+// ~500 pages, read by each lookup; at 256 kB a lookup reads at most ~32.
+// Counted in buffers, not timed.
+func TestLiveJobs_ReadBoundedPendingList(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testdb.NewPool(t)
+	for range 5 {
+		_, err := pool.Exec(ctx, `
+			INSERT INTO provisioner.river_job (args, kind, max_attempts, queue, state)
+			SELECT jsonb_build_object('workspace_id', gen_random_uuid()::text, 'generation', 1, 'nonce', md5(g::text)),
+				$1, 25, 'provision', 'available'
+			FROM generate_series(1, 1000) g`, riverjob.KindProvision)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, `UPDATE provisioner.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE state = 'available'`)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, `UPDATE provisioner.river_job SET state = 'completed', finalized_at = now() WHERE state = 'running'`)
+		require.NoError(t, err)
+	}
+	var plan string
+	err := pool.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+		SELECT id FROM provisioner.river_job WHERE args @> jsonb_build_object('workspace_id', $1::text)`,
+		uuid.NewString()).Scan(&plan)
+	require.NoError(t, err)
+	var out []struct {
+		Plan struct {
+			Hit  int `json:"Shared Hit Blocks"`
+			Read int `json:"Shared Read Blocks"`
+		} `json:"Plan"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(plan), &out))
+	require.Len(t, out, 1)
+	require.LessOrEqual(t, out[0].Plan.Hit+out[0].Plan.Read, 64,
+		"an args lookup read the whole GIN pending list:\n%s", plan)
 }
