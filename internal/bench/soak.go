@@ -152,6 +152,15 @@ func (s *soak) close() {
 
 func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	sc := s.sc
+	autovacuum, err := autovacuumOn(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	if !autovacuum {
+		env.notef("soak: the server runs without autovacuum; the soak vacuums its tables as autovacuum would (standInVacuum)")
+		stopVacuum := standInVacuum(ctx, s.db, s.fail)
+		defer func() { env.notef("soak: stand-in vacuums run: %d", stopVacuum()) }()
+	}
 	if err := s.worker.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
@@ -178,7 +187,7 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	s.wq.record(s.t0)
 	s.hq.record(s.t0)
 	depth := s.sampleDepth(ctx)
-	err := s.drive(ctx, sc.SoakDuration, true)
+	err = s.drive(ctx, sc.SoakDuration, true)
 	elapsed := time.Since(s.t0)
 	wqN, hqN := s.wq.n.Load()-wq0, s.hq.n.Load()-hq0
 	pDone, tDone := s.provDone.Load()-pDone0, s.termDone.Load()-tDone0
