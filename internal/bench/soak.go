@@ -39,6 +39,10 @@ const (
 // requests/s, not 200, which also hid how the worker keeps up.
 const soakHandlerConns = 32
 
+// soakStmtWindow is the window the soak times statements by: the first
+// and the last are the ones the verdict compares.
+const soakStmtWindow = 30 * time.Second
+
 // Soak is figure 7: a steady stream of provisions (and, once each is
 // running, its terminate) against a CP of random latency for minutes. It
 // passes when pickup does not degrade from the first window to the last
@@ -66,8 +70,8 @@ type soak struct {
 	env          *Env
 	db           *pgxpool.Pool // uncounted: depth samples
 	wpool, hpool *pgxpool.Pool
-	wq, hq       *queryCounter
-	cp           *latencyCP // nil once dropped to weigh the fake's heap
+	wq, hq       *stmtWindows // count and time each pool's statements
+	cp           *latencyCP   // nil once dropped to weigh the fake's heap
 	worker       *jobs.Client
 	ins          *jobs.Client
 
@@ -95,7 +99,7 @@ type pickupSample struct {
 }
 
 func newSoak(ctx context.Context, db *pgxpool.Pool, sc Scale) (*soak, error) {
-	s := &soak{sc: sc, db: db, wq: &queryCounter{}, hq: &queryCounter{}, progress: make(chan struct{}, 1),
+	s := &soak{sc: sc, db: db, wq: newStmtWindows(soakStmtWindow), hq: newStmtWindows(soakStmtWindow), progress: make(chan struct{}, 1),
 		stopConsume: make(chan struct{}), consumeDone: make(chan struct{})}
 	var err error
 	// The worker's pool as the worker command sizes it for SoakWorkers.
@@ -148,6 +152,15 @@ func (s *soak) close() {
 
 func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	sc := s.sc
+	autovacuum, err := autovacuumOn(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	if !autovacuum {
+		env.notef("soak: the server runs without autovacuum; the soak vacuums its tables as autovacuum would (standInVacuum)")
+		stopVacuum := standInVacuum(ctx, s.db, s.fail)
+		defer func() { env.notef("soak: stand-in vacuums run: %d", stopVacuum()) }()
+	}
 	if err := s.worker.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
@@ -171,8 +184,10 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	w0, h0 := s.wpool.Stat(), s.hpool.Stat()
 	prov0, pDone0, tDone0 := s.provisioned.Load(), s.provDone.Load(), s.termDone.Load()
 	s.t0 = time.Now()
+	s.wq.record(s.t0)
+	s.hq.record(s.t0)
 	depth := s.sampleDepth(ctx)
-	err := s.drive(ctx, sc.SoakDuration, true)
+	err = s.drive(ctx, sc.SoakDuration, true)
 	elapsed := time.Since(s.t0)
 	wqN, hqN := s.wq.n.Load()-wq0, s.hq.n.Load()-hq0
 	pDone, tDone := s.provDone.Load()-pDone0, s.termDone.Load()-tDone0
@@ -218,6 +233,9 @@ func (s *soak) run(ctx context.Context, env *Env) ([]Result, error) {
 	gNoise := max(soakGoroutineNoiseShare*float64(startG), soakGoroutineNoiseFloor)
 	env.notef("%s", depthNote(sc.SoakDepthEvery, samples))
 	env.notef("%s", rateNote(sc.SoakDepthEvery, samples))
+	for _, l := range append(s.wq.notes("soak_worker_stmt", 6), s.hq.notes("soak_handler_stmt", 4)...) {
+		env.notef("%s", l)
+	}
 	requests := s.provisioned.Load() - prov0
 	maxDepth := 0.0
 	for _, d := range samples {

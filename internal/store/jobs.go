@@ -24,8 +24,8 @@ type JobRef struct {
 func (st *Store) LiveJobs(ctx context.Context, db DB, kind, workspaceID string) ([]JobRef, error) {
 	return st.queryJobs(ctx, db, `
 		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
-		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
-			AND state IN `+liveJobStates+` ORDER BY id`, kind, CanonicalID(workspaceID))
+		WHERE `+unindexed("kind")+` = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
+			AND `+unindexed("state")+` IN `+liveJobStates+` ORDER BY id`, kind, CanonicalID(workspaceID))
 }
 
 // LockLiveJobs is LiveJobs under FOR UPDATE: River fetches with SKIP
@@ -33,8 +33,8 @@ func (st *Store) LiveJobs(ctx context.Context, db DB, kind, workspaceID string) 
 func (st *Store) LockLiveJobs(ctx context.Context, tx DB, kind, workspaceID string) ([]JobRef, error) {
 	return st.queryJobs(ctx, tx, `
 		SELECT id, kind, state::text, attempt, attempted_at IS NOT NULL FROM {schema}.river_job
-		WHERE kind = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
-			AND state IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, CanonicalID(workspaceID))
+		WHERE `+unindexed("kind")+` = $1 AND args @> jsonb_build_object('workspace_id', $2::text)
+			AND `+unindexed("state")+` IN `+liveJobStates+` ORDER BY id FOR UPDATE`, kind, CanonicalID(workspaceID))
 }
 
 // LiveInstanceTerminates lists live instance_terminate jobs for one

@@ -257,13 +257,15 @@ func sortedPairs(instanceIDs, workspaceIDs []string) ([]string, []string) {
 }
 
 // WorkspacesWithLiveJobs returns which of workspaceIDs have a live job of
-// kind, in one query (one GIN lookup per id), keyed by canonical id.
+// kind, in one query (one GIN lookup per id: OFFSET 0 keeps the EXISTS a
+// subplan per id, which Postgres otherwise turned into one scan of the
+// whole table), keyed by canonical id.
 func (st *Store) WorkspacesWithLiveJobs(ctx context.Context, db DB, kind string, workspaceIDs []string) (map[string]bool, error) {
 	rows, err := st.on(db).Query(ctx, `
 		SELECT w.id FROM unnest($2::text[]) AS w(id)
-		WHERE EXISTS (SELECT 1 FROM {schema}.river_job j WHERE j.kind = $1
+		WHERE EXISTS (SELECT 1 FROM {schema}.river_job j WHERE `+unindexed("j.kind")+` = $1
 			AND j.args @> jsonb_build_object('workspace_id', w.id)
-			AND j.state IN `+liveJobStates+`)`, kind, canonicalIDs(workspaceIDs))
+			AND `+unindexed("j.state")+` IN `+liveJobStates+` OFFSET 0)`, kind, canonicalIDs(workspaceIDs))
 	if err != nil {
 		return nil, fmt.Errorf("store: look up live jobs: %w", err)
 	}
