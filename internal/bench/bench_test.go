@@ -59,7 +59,7 @@ var expectedLines = []string{
 	"soak_worker_pool_max_conns", "soak_worker_pool_empty_acquire_share", "soak_worker_pool_mean_waiters",
 	"soak_handler_pool_max_conns", "soak_handler_pool_empty_acquire_share", "soak_handler_pool_mean_waiters",
 	"soak_pool_conns_start", "soak_pool_conns_end",
-	"soak_heap_start_mb", "soak_heap_end_mb", "soak_heap_growth_mb", "soak_heap_noise_mb", "soak_live_heap_start_mb", "soak_live_heap_end_mb", "soak_cp_fake_heap_mb",
+	"soak_heap_start_mb", "soak_heap_end_mb", "soak_heap_growth_mb", "soak_heap_noise_mb", "soak_heap_inuse_start_mb", "soak_heap_inuse_end_mb", "soak_cp_fake_heap_mb",
 	"soak_goroutines_start", "soak_goroutines_end", "soak_goroutines_growth", "soak_goroutines_noise",
 }
 
