@@ -39,7 +39,21 @@ var errNestedTx = errors.New("worker: nested transactions are not used in a comp
 
 // beginFunc runs fn in a lazyTx on a connection of pool, commits when fn
 // returns nil and rolls back otherwise (or on a panic), as pgx.BeginFunc.
-func beginFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) (err error) {
+func beginFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	return inLazyTx(ctx, pool, nil, fn, func(tx *lazyTx) error { return tx.Commit(ctx) })
+}
+
+// completeFunc runs fn in a lazyTx on a connection of pool and, when fn
+// returns nil, sends the statements last queues and COMMIT in one
+// pipeline (commitWith); it rolls back otherwise (or on a panic).
+// prelude runs right after BEGIN, in the same round trip.
+func completeFunc(ctx context.Context, pool *pgxpool.Pool, prelude []string, fn func(pgx.Tx) error, last func(*pgx.Batch)) error {
+	return inLazyTx(ctx, pool, prelude, fn, func(tx *lazyTx) error { return tx.commitWith(ctx, last) })
+}
+
+// inLazyTx runs fn in a lazyTx on a connection of pool, then commit when
+// fn returned nil; it rolls back otherwise (or on a panic).
+func inLazyTx(ctx context.Context, pool *pgxpool.Pool, prelude []string, fn func(pgx.Tx) error, commit func(*lazyTx) error) error {
 	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire connection: %w", err)
@@ -47,7 +61,7 @@ func beginFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) (
 	// A connection left inside a transaction (a failed rollback) is
 	// destroyed by the pool on release, never reused.
 	defer c.Release()
-	tx := &lazyTx{conn: c.Conn()}
+	tx := &lazyTx{conn: c.Conn(), prelude: prelude}
 	defer func() {
 		if !tx.closed {
 			_ = tx.Rollback(ctx)
@@ -57,30 +71,7 @@ func beginFunc(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) (
 		_ = tx.Rollback(ctx) // as pgx.BeginFunc: fn's error is the one to return
 		return err
 	}
-	return tx.Commit(ctx)
-}
-
-// completeFunc runs fn in a lazyTx on a connection of pool and, when fn
-// returns nil, sends the statements last queues and COMMIT in one
-// pipeline (commitWith); it rolls back otherwise (or on a panic).
-// prelude runs right after BEGIN, in the same round trip.
-func completeFunc(ctx context.Context, pool *pgxpool.Pool, prelude []string, fn func(pgx.Tx) error, last func(*pgx.Batch)) (err error) {
-	c, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquire connection: %w", err)
-	}
-	defer c.Release()
-	tx := &lazyTx{conn: c.Conn(), prelude: prelude}
-	defer func() {
-		if !tx.closed {
-			_ = tx.Rollback(ctx)
-		}
-	}()
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback(ctx)
-		return err
-	}
-	return tx.commitWith(ctx, last)
+	return commit(tx)
 }
 
 // commitError is an error of commitWith's pipeline, as against one of fn:
