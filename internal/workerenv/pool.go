@@ -29,16 +29,11 @@ const (
 
 // DefaultMaxConns is the pool size the worker derives from its worker
 // counts: (ProvisionWorkers + TerminateWorkers) / PoolWorkersPerConn,
-// rounded up, + PoolRiverConns. Zero counts are taken as their defaults.
+// rounded up, + PoolRiverConns. Zero counts are taken as their defaults
+// (jobs.Options.WithDefaults, the worker client's own).
 func DefaultMaxConns(o jobs.Options) int32 {
-	p, t := o.ProvisionWorkers, o.TerminateWorkers
-	if p <= 0 {
-		p = jobs.DefaultProvisionWorkers
-	}
-	if t <= 0 {
-		t = jobs.DefaultTerminateWorkers
-	}
-	return int32((p+t+PoolWorkersPerConn-1)/PoolWorkersPerConn + PoolRiverConns)
+	o = o.WithDefaults(jobs.DefaultSettings())
+	return int32((o.ProvisionWorkers+o.TerminateWorkers+PoolWorkersPerConn-1)/PoolWorkersPerConn + PoolRiverConns)
 }
 
 // PoolConfig parses DATABASE_URL into the worker's pool settings: pgx's,
